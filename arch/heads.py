@@ -1,0 +1,96 @@
+"""Heads on top of a backbone: language model, sequence classifier, dual encoder."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from arch.backbone import Backbone
+
+POOLINGS = ("mean", "last", "cls")
+
+
+def pool(h, mask, how: str):
+    """Pool ``h: [B, L, D]`` over valid positions (``mask: [B, L]``, 1 = real token).
+
+    mean: average of the valid positions; last: the last valid position (what a
+    causal model has read everything by); cls: position 0 (the task puts a CLS there).
+    """
+    if how not in POOLINGS:
+        raise ValueError(f"unknown pooling {how!r}; valid: {', '.join(POOLINGS)}")
+    if mask is None:
+        mask = jnp.ones(h.shape[:2], h.dtype)
+    mask = mask.astype(h.dtype)
+    if how == "mean":
+        return (h * mask[..., None]).sum(1) / jnp.maximum(mask.sum(1, keepdims=True), 1.0)
+    if how == "last":
+        last = jnp.maximum(mask.sum(1).astype(jnp.int32) - 1, 0)
+        return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
+    return h[:, 0]
+
+
+class LanguageModel(nn.Module):
+    """Next-token logits; ``tie_embeddings`` reuses the embedding matrix as the head."""
+
+    backbone: Backbone
+    tie_embeddings: bool = False
+
+    def setup(self):
+        if self.backbone.vocab_size is None:
+            raise ValueError("a language model needs token inputs: build it with vocab_size")
+        if not self.tie_embeddings:
+            self.head = nn.Dense(self.backbone.vocab_size, use_bias=False)
+
+    def _logits(self, h):
+        if self.tie_embeddings:
+            return self.backbone.embedding.attend(h)
+        return self.head(h)
+
+    def __call__(self, tokens, *, train: bool = False):
+        return self._logits(self.backbone(tokens, train=train))
+
+    def init_state(self, batch_size: int):
+        return self.backbone.init_state(batch_size)
+
+    def step(self, state, tokens_t):
+        state, h = self.backbone.step(state, tokens_t)
+        return state, self._logits(h)
+
+    def prefill(self, state, tokens):
+        state, h = self.backbone.prefill(state, tokens)
+        return state, self._logits(h)
+
+
+class Classifier(nn.Module):
+    """Pool the backbone's hidden states over valid positions, then a linear layer."""
+
+    backbone: Backbone
+    n_classes: int
+    pooling: str = "mean"
+
+    def setup(self):
+        self.head = nn.Dense(self.n_classes)
+
+    def __call__(self, inputs, mask=None, *, train: bool = False):
+        return self.head(pool(self.backbone(inputs, train=train), mask, self.pooling))
+
+
+class DualEncoder(nn.Module):
+    """Two documents through one shared encoder, combined as [u, v, u*v, u-v] (LRA AAN)."""
+
+    backbone: Backbone
+    n_classes: int
+    pooling: str = "mean"
+
+    def setup(self):
+        self.hidden = nn.Dense(self.backbone.d_model)
+        self.head = nn.Dense(self.n_classes)
+
+    def encode(self, inputs, mask=None, *, train: bool = False):
+        return pool(self.backbone(inputs, train=train), mask, self.pooling)
+
+    def __call__(self, inputs1, inputs2, mask1=None, mask2=None, *, train: bool = False):
+        u = self.encode(inputs1, mask1, train=train)
+        v = self.encode(inputs2, mask2, train=train)
+        features = jnp.concatenate([u, v, u * v, u - v], axis=-1)
+        return self.head(nn.gelu(self.hidden(features)))

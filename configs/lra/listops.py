@@ -1,0 +1,16 @@
+r"""ListOps (LRA): nested MIN/MAX/MED/SM expressions, up to 2000 tokens, 10 classes.
+
+    python run.py train --config configs/lra/listops.py:s4 --workdir runs/lra/listops_s4
+    python run.py train --config configs/lra/listops.py:mamba,small \
+        --workdir runs/lra-small/listops_mamba
+    python run.py train --config configs/lra/listops.py:rwkv,smoke --workdir /tmp/smoke
+
+The argument after ':' is an architecture of arch.ARCHS, optionally followed by
+",small" (the CPU recipe) or ",smoke" (a 2-minute CPU run); see configs/lra/common.py.
+"""
+
+from configs.lra.common import lra_config
+
+
+def get_config(arg=None):
+    return lra_config("listops", arg)

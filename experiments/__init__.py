@@ -1,0 +1,1 @@
+"""Tasks and data, the one training loop, evaluation, benchmarks, tables and plots."""

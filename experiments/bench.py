@@ -1,0 +1,181 @@
+"""Wall-clock benchmark of every implementation of every recurrence kernel vs length.
+
+Each (kernel, impl, length) is jitted, run once to compile (warm-up), then timed
+``repeats`` times with ``block_until_ready``; the median is kept. Ratios are against
+``sequential`` measured in the same run (same machine, same load). Writes
+``kernels_bench.csv`` and ``kernels_bench.png`` (log-log time vs length) to ``out_dir``
+and prints a table of ratios.
+
+Implementations come from each kernel module's ``IMPLS`` table when it exists, plus the
+chunked and Pallas forms (``kernels.chunked``, ``kernels.pallas``) in any case.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+from experiments.tables import markdown, write_csv  # noqa: E402
+from kernels import chunked, pallas  # noqa: E402
+
+KERNELS = ("linear_scan", "wkv4", "selective_scan")
+_MODULES = {"linear_scan": "linear_scan", "wkv4": "wkv", "selective_scan": "selective_scan"}
+_EXTRA = {
+    "linear_scan": {"chunked": chunked.linear_scan_chunked, "pallas": pallas.linear_scan_pallas},
+    "wkv4": {"chunked": chunked.wkv4_chunked, "pallas": pallas.wkv4_pallas},
+    "selective_scan": {
+        "chunked": chunked.selective_scan_chunked,
+        "pallas": pallas.selective_scan_pallas,
+    },
+}
+COLUMNS = ("kernel", "impl", "length", "pass", "seconds", "vs_sequential", "error")
+
+
+def kernel_impls(kernel: str) -> dict[str, Callable]:
+    """{impl name: function} for ``kernel`` (module IMPLS first, then chunked/pallas)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose from {', '.join(KERNELS)}.")
+    table: dict[str, Callable] = {}
+    try:
+        table.update(importlib.import_module(f"kernels.{_MODULES[kernel]}").IMPLS)
+    except ModuleNotFoundError:
+        pass
+    for name, fn in _EXTRA[kernel].items():
+        table.setdefault(name, fn)
+    return table
+
+
+def make_inputs(kernel: str, length: int, batch: int, channels: int, d_state: int, seed=0):
+    """Random float32 arguments of ``kernel`` at a realistic scale."""
+    k1, k2, k3, k4 = jax.random.split(jax.random.key(seed), 4)
+    shape = (batch, length, channels)
+    if kernel == "linear_scan":
+        return (jax.random.uniform(k1, shape, minval=0.5, maxval=1.0), jax.random.normal(k2, shape))
+    if kernel == "wkv4":
+        w = -jnp.exp(jax.random.normal(k1, (channels,)))
+        u = jax.random.normal(k2, (channels,))
+        return (w, u, jax.random.normal(k3, shape), jax.random.normal(k4, shape))
+    a = -jnp.exp(jax.random.normal(k1, (channels, d_state)))
+    b_c = jax.random.normal(k2, (2, batch, length, d_state))
+    u = jax.random.normal(k3, shape)
+    delta = jax.nn.softplus(jax.random.normal(k4, shape) - 2.0)
+    return (u, delta, a, b_c[0], b_c[1])
+
+
+def _runner(fn: Callable, pass_: str) -> Callable:
+    if pass_ == "forward":
+        return jax.jit(fn)
+    if pass_ == "backward":  # forward + backward of sum(y) w.r.t. every array argument
+        loss = lambda *args: jnp.sum(fn(*args)[0].astype(jnp.float32))
+        return jax.jit(lambda *args: jax.grad(loss, argnums=tuple(range(len(args))))(*args))
+    raise ValueError(f"unknown pass {pass_!r}; use 'forward' or 'backward'.")
+
+
+def time_call(fn: Callable, args: Sequence, repeats: int) -> float:
+    """Median wall-clock seconds of ``fn(*args)`` after one warm-up (compile) call."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_kernels(
+    lengths: Sequence[int],
+    impls: Sequence[str] | None,
+    out_dir: str,
+    *,
+    kernels: Sequence[str] = KERNELS,
+    passes: Sequence[str] = ("forward",),
+    batch: int = 4,
+    channels: int = 64,
+    d_state: int = 16,
+    repeats: int = 5,
+) -> list[dict]:
+    """Time ``impls`` (None: all available) of ``kernels`` at each length; returns rows.
+
+    An implementation that fails (e.g. no lowering on this backend) gets a row with
+    ``seconds = nan`` and the error, rather than stopping the benchmark.
+    """
+    rows = []
+    for kernel in kernels:
+        table = kernel_impls(kernel)
+        names = list(table) if impls is None else list(impls)
+        unknown = [n for n in names if n not in table]
+        if unknown:
+            raise ValueError(f"{kernel}: unknown impl(s) {unknown}; available: {', '.join(table)}.")
+        for length in lengths:
+            args = make_inputs(kernel, length, batch, channels, d_state)
+            for pass_ in passes:
+                for name in names:
+                    row = {"kernel": kernel, "impl": name, "length": length, "pass": pass_}
+                    try:
+                        row["seconds"] = time_call(_runner(table[name], pass_), args, repeats)
+                    except Exception as err:  # noqa: BLE001 - recorded in the table
+                        row["seconds"], row["error"] = (
+                            math.nan,
+                            f"{type(err).__name__}: {err}"[:200],
+                        )
+                    rows.append(row)
+    _add_ratios(rows)
+    os.makedirs(out_dir, exist_ok=True)
+    write_csv(rows, COLUMNS, os.path.join(out_dir, "kernels_bench.csv"))
+    plot(rows, os.path.join(out_dir, "kernels_bench.png"))
+    print(f"backend: {jax.default_backend()}; batch {batch}, channels {channels}, N {d_state}")
+    print(markdown(rows, COLUMNS[:-1]))
+    return rows
+
+
+def _add_ratios(rows: list[dict]) -> None:
+    """vs_sequential = seconds / seconds of 'sequential' at the same kernel/length/pass."""
+    base = {
+        (r["kernel"], r["length"], r["pass"]): r["seconds"]
+        for r in rows
+        if r["impl"] == "sequential"
+    }
+    for r in rows:
+        ref = base.get((r["kernel"], r["length"], r["pass"]))
+        ok = ref is not None and ref > 0 and not math.isnan(r["seconds"])
+        r["vs_sequential"] = r["seconds"] / ref if ok else None
+
+
+def plot(rows: Sequence[dict], path: str) -> str:
+    """Log-log seconds vs length, one line per impl; a row of panels per pass."""
+    kernels = list(dict.fromkeys(r["kernel"] for r in rows))
+    passes = list(dict.fromkeys(r["pass"] for r in rows))
+    fig, axes = plt.subplots(
+        len(passes), len(kernels), figsize=(4.5 * len(kernels), 3.6 * len(passes)), squeeze=False
+    )
+    for (i, pass_), (j, kernel) in itertools.product(enumerate(passes), enumerate(kernels)):
+        ax = axes[i][j]
+        for impl in dict.fromkeys(r["impl"] for r in rows):
+            pts = sorted(
+                (r["length"], r["seconds"])
+                for r in rows
+                if (r["kernel"], r["pass"], r["impl"]) == (kernel, pass_, impl)
+                and not math.isnan(r["seconds"])
+            )
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=impl)
+        ax.set(xscale="log", yscale="log", xlabel="length", ylabel="seconds")
+        ax.set_title(f"{kernel} ({pass_})")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

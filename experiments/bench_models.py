@@ -1,0 +1,156 @@
+"""Model-level benchmarks: training-step time / memory vs length, and generation.
+
+    python run.py bench train --lengths 1024,2048,4096 --out runs/bench/train
+    python run.py bench generate --lengths 100,1000,10000 --out runs/bench/generate
+
+Both build each architecture with ``arch.build`` at one size, time jitted calls after a
+warm-up (median of repeats, ``block_until_ready``), and report ratios measured side by
+side in the same run: ``growth`` = time(L) / time(L0) divided by L / L0, so 1.0 is
+linear growth and about L / L0 is quadratic.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from experiments import plots, tables
+from experiments.bench import time_call
+
+RECURRENT = ("aft_simple", "rwkv", "s4d", "mamba")
+ALL = ("transformer", "aft_simple", "rwkv", "s4", "s4d", "mamba")
+
+
+def _build(name: str, vocab: int, d_model: int, n_layers: int, max_len: int):
+    import arch  # the registry imports every mixer
+
+    return arch.build(name, vocab_size=vocab, d_model=d_model, n_layers=n_layers, max_len=max_len)
+
+
+def _add_growth(rows: list[dict], key: str, length_key: str) -> None:
+    first: dict[str, tuple[int, float]] = {}
+    for r in sorted(rows, key=lambda r: r[length_key]):
+        if not math.isfinite(r[key]):
+            continue
+        l0, t0 = first.setdefault(r["arch"], (r[length_key], r[key]))
+        r["growth"] = (r[key] / t0) / (r[length_key] / l0)
+
+
+def bench_train(
+    archs: Sequence[str],
+    lengths: Sequence[int],
+    out_dir: str,
+    *,
+    batch: int = 1,
+    d_model: int = 64,
+    n_layers: int = 2,
+    vocab: int = 256,
+    repeats: int = 3,
+) -> list[dict]:
+    """Seconds per training step (forward + backward + Adam) and compiled temp memory."""
+    rows = []
+    for name in archs:
+        for length in lengths:
+            model = _build(name, vocab, d_model, n_layers, max_len=length)
+            tokens = jnp.zeros((batch, length), jnp.int32)
+            params = model.init(jax.random.key(0), tokens)
+            tx = optax.adam(1e-3)
+
+            def step(params, opt_state, tokens, model=model, tx=tx):
+                def loss(p):
+                    logits = model.apply(p, tokens)
+                    return optax.softmax_cross_entropy_with_integer_labels(logits, tokens).mean()
+
+                grads = jax.grad(loss)(params)
+                updates, opt_state = tx.update(grads, opt_state, params)
+                return optax.apply_updates(params, updates), opt_state
+
+            jitted = jax.jit(step)
+            args = (params, tx.init(params), tokens)
+            memory = jitted.lower(*args).compile().memory_analysis()
+            temp = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
+            rows.append(
+                {
+                    "arch": name,
+                    "length": length,
+                    "seconds": time_call(jitted, args, repeats),
+                    "temp_mib": None if temp is None else temp / 2**20,
+                }
+            )
+    _add_growth(rows, "seconds", "length")
+    columns = ("arch", "length", "seconds", "growth", "temp_mib")
+    _write(rows, columns, out_dir, "train_bench", "seconds per train step", "length")
+    return rows
+
+
+def bench_generate(
+    archs: Sequence[str],
+    lengths: Sequence[int],
+    out_dir: str,
+    *,
+    batch: int = 1,
+    d_model: int = 64,
+    n_layers: int = 2,
+    vocab: int = 256,
+    repeats: int = 20,
+) -> list[dict]:
+    """Per-token latency with ``L`` tokens of context, and the state's size.
+
+    The Transformer's KV cache is sized to the context (``max_len = L``), so its step
+    reads all of it; a recurrent model's state does not depend on ``L``. The
+    cumulative time to generate L tokens is the sum of the per-token latencies up to L
+    (trapezoid over the measured lengths).
+    """
+    rows = []
+    for name in archs:
+        cumulative, previous = 0.0, None
+        for length in sorted(lengths):
+            model = _build(name, vocab, d_model, n_layers, max_len=length)
+            tokens = jnp.zeros((batch, 1), jnp.int32)
+            params = model.init(jax.random.key(0), tokens)
+            state = model.apply(params, batch, method="init_state")
+            if "pos" in state:  # context already holds length - 1 tokens
+                state = {**state, "pos": jnp.asarray(length - 1, jnp.int32)}
+            step = jax.jit(lambda p, s, t, model=model: model.apply(p, s, t, method="step"))
+            seconds = time_call(step, (params, state, tokens[:, 0]), repeats)
+            if previous is None:
+                cumulative = seconds * length
+            else:
+                cumulative += 0.5 * (seconds + previous[1]) * (length - previous[0])
+            previous = (length, seconds)
+            state_bytes = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(state))
+            rows.append(
+                {
+                    "arch": name,
+                    "context": length,
+                    "ms_per_token": 1e3 * seconds,
+                    "cumulative_s": cumulative,
+                    "state_kib": state_bytes / 1024,
+                }
+            )
+    first = {}
+    for r in rows:
+        t0 = first.setdefault(r["arch"], r["ms_per_token"])
+        r["vs_first"] = r["ms_per_token"] / t0
+    columns = ("arch", "context", "ms_per_token", "vs_first", "cumulative_s", "state_kib")
+    _write(
+        rows, columns, out_dir, "generate_bench", "ms per token", "context", value="ms_per_token"
+    )
+    return rows
+
+
+def _write(rows, columns, out_dir, stem, ylabel, xkey, value="seconds"):
+    os.makedirs(out_dir, exist_ok=True)
+    tables.write_csv(rows, columns, os.path.join(out_dir, f"{stem}.csv"))
+    series = {}
+    for r in rows:
+        series.setdefault(r["arch"], []).append((r[xkey], r[value]))
+    plots.lines(series, xkey, ylabel, os.path.join(out_dir, f"{stem}.png"), loglog=True)
+    print(f"backend: {jax.default_backend()}")
+    print(tables.markdown(rows, columns))

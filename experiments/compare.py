@@ -1,0 +1,64 @@
+"""Train several architectures on one task with one config; print and plot the table.
+
+This is ``python run.py`` (no arguments): every family on a small MQAR, on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from experiments import plots, tables
+from experiments.train import train
+
+COLUMNS = ("arch", "params", "accuracy", "loss", "steps_per_s", "wall_s")
+
+
+def row(arch: str, results: dict) -> dict:
+    final = results.get("final") or {}
+    return {
+        "arch": arch,
+        "params": results.get("params"),
+        "accuracy": final.get("eval_accuracy"),
+        "loss": final.get("eval_loss"),
+        "steps_per_s": results.get("steps_per_s"),
+        "wall_s": results.get("wall_time_s"),
+    }
+
+
+def compare(config, archs: Sequence[str], workdir: str) -> list[dict]:
+    """Train ``config`` once per arch (``workdir/<arch>``); write table and plots.
+
+    A run whose directory already holds a finished run is resumed (so re-running the
+    comparison after an interruption only trains what is missing).
+    """
+    import arch as arch_lib  # the registry imports every mixer
+
+    unknown = [a for a in archs if a not in arch_lib.ARCHS]
+    if unknown:
+        raise ValueError(
+            f"unknown architecture(s) {', '.join(unknown)}; valid: "
+            + ", ".join(sorted(arch_lib.ARCHS))
+        )
+    rows, runs = [], {}
+    for name in archs:
+        cfg = config.copy_and_resolve_references()
+        cfg.arch = name
+        run_dir = os.path.join(workdir, name)
+        print(f"== {name}: training in {run_dir}", flush=True)
+        rows.append(row(name, train(cfg, run_dir)))
+        runs[name] = run_dir
+    os.makedirs(workdir, exist_ok=True)
+    text = tables.markdown(rows, COLUMNS)
+    with open(os.path.join(workdir, "comparison.md"), "w") as f:
+        f.write(text + "\n")
+    tables.write_csv(rows, COLUMNS, os.path.join(workdir, "comparison.csv"))
+    plots.learning_curves(runs, os.path.join(workdir, "learning_curves.png"))
+    plots.bars(
+        [r["arch"] for r in rows],
+        [r["accuracy"] or 0.0 for r in rows],
+        "eval accuracy",
+        os.path.join(workdir, "accuracy.png"),
+        title=f"{config.task.name}: accuracy after {config.train.steps} steps",
+    )
+    return rows

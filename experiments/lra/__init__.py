@@ -1,0 +1,1 @@
+"""Long Range Arena: data generators, release-file readers and the six tasks."""

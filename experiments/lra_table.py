@@ -1,0 +1,112 @@
+"""The LRA table: our runs' accuracies beside the published ones, with the difference.
+
+    python run.py table lra runs/lra        # reads runs/lra/**/results.json
+
+A run counts for (arch, task) from its own ``results.json`` (``config.arch``,
+``config.task.name``); its score is the best evaluation accuracy of the run (the
+validation split; LRA papers report test accuracy at the best validation checkpoint).
+Where several runs share (arch, task), the best one counts.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+from experiments import tables
+
+TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
+HEADERS = ("ListOps", "Text", "Retrieval", "Image", "Pathfinder", "Path-X")
+
+# Published accuracies (%), from ../shared/reference/lra.md. None = "fail" (chance).
+PUBLISHED: dict[str, tuple[tuple[float | None, ...], str]] = {
+    "Transformer": ((36.37, 64.27, 57.46, 42.44, 71.40, None), "LRA paper (Tay et al. 2021)"),
+    "S4 (v1)": ((58.35, 76.02, 87.09, 87.26, 86.05, 88.10), "S4 paper, arXiv 2111.00396"),
+    "S4 (latest)": ((59.60, 86.82, 90.90, 88.65, 94.20, 96.35), "How to train your HiPPO"),
+    "S4D-LegS": ((60.47, 86.18, 89.46, 88.19, 93.06, 91.95), "arXiv 2206.11893"),
+    "S4D-Inv": ((60.18, 87.34, 91.09, 87.83, 93.78, 92.80), "arXiv 2206.11893"),
+    "S5": ((62.15, 89.31, 91.40, 88.00, 95.33, 98.58), "S5 paper"),
+    "Mega": ((63.14, 90.43, 91.25, 90.44, 96.01, 97.98), "Mega paper"),
+    "LRU": ((60.2, 89.4, 89.9, 89.0, 95.1, 94.2), "LRU paper (colour CIFAR)"),
+    "RWKV": ((55.88, 86.04, 88.34, 70.53, 58.42, None), "RWKV paper, Table 4"),
+}
+# Which published row each of our architectures is compared with.
+COUNTERPART = {"transformer": "Transformer", "s4": "S4 (latest)", "s4d": "S4D-LegS", "rwkv": "RWKV"}
+
+
+def collect(runs_dir: str) -> dict[str, dict[str, float]]:
+    """``{arch: {task: best accuracy in %}}`` from every results.json under ``runs_dir``."""
+    if not os.path.isdir(runs_dir):
+        raise FileNotFoundError(f"{runs_dir} is not a directory of runs (each with results.json)")
+    scores: dict[str, dict[str, float]] = {}
+    for path in glob.glob(os.path.join(runs_dir, "**", "results.json"), recursive=True):
+        with open(path) as f:
+            results = json.load(f)
+        config = results.get("config") or {}
+        task = (config.get("task") or {}).get("name")
+        arch = config.get("arch")
+        best = results.get("best") or results.get("final") or {}
+        acc = best.get("eval_accuracy")
+        if task not in TASKS or arch is None or acc is None:
+            continue
+        cell = scores.setdefault(arch, {})
+        cell[task] = max(cell.get(task, 0.0), 100.0 * float(acc))
+    return scores
+
+
+def _avg(values) -> float | None:
+    """Average over the six tasks; a failed / missing Path-X counts as chance (50)."""
+    filled = [v for v in values[:5] if v is not None]
+    if len(filled) < 5:
+        return None
+    return (sum(filled) + (values[5] if values[5] is not None else 50.0)) / 6
+
+
+def rows(scores: dict[str, dict[str, float]]) -> list[dict]:
+    out = []
+    for arch in sorted(scores):
+        values = tuple(scores[arch].get(t) for t in TASKS)
+        out.append(
+            {
+                "model": f"{arch} (ours)",
+                **dict(zip(HEADERS, values, strict=True)),
+                "Avg": _avg(values),
+                "source": "this repo",
+            }
+        )
+        if arch in COUNTERPART:
+            pub, _ = PUBLISHED[COUNTERPART[arch]]
+            diff = tuple(
+                None if o is None or p is None else o - p for o, p in zip(values, pub, strict=True)
+            )
+            out.append(
+                {
+                    "model": f"  vs {COUNTERPART[arch]}",
+                    **dict(zip(HEADERS, diff, strict=True)),
+                    "Avg": None,
+                    "source": "difference (points)",
+                }
+            )
+    for name, (values, source) in PUBLISHED.items():
+        out.append(
+            {
+                "model": name,
+                **dict(zip(HEADERS, values, strict=True)),
+                "Avg": _avg(values),
+                "source": source,
+            }
+        )
+    return out
+
+
+def write_table(runs_dir: str, out: str) -> str:
+    """Write ``lra_table.md`` and ``lra_table.csv`` into ``out``; return the Markdown."""
+    table_rows = rows(collect(runs_dir))
+    columns = ("model", *HEADERS, "Avg", "source")
+    os.makedirs(out, exist_ok=True)
+    text = tables.markdown(table_rows, columns)
+    with open(os.path.join(out, "lra_table.md"), "w") as f:
+        f.write(text + "\n")
+    tables.write_csv(table_rows, columns, os.path.join(out, "lra_table.csv"))
+    return text

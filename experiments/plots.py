@@ -1,0 +1,74 @@
+"""Matplotlib figures built from run directories (metrics.jsonl / results.json)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+from experiments.logging_utils import read_metrics  # noqa: E402
+
+
+def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), int | float)]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def learning_curves(runs: Mapping[str, str], path: str) -> str:
+    """Train loss and eval accuracy against step, one line per run (``{label: workdir}``)."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, workdir in runs.items():
+        records = read_metrics(workdir)
+        ax_loss.plot(*_series(records, "loss"), label=label)
+        ax_acc.plot(*_series(records, "eval_accuracy"), marker="o", label=label)
+    ax_loss.set(xlabel="step", ylabel="train loss", yscale="log", title="Training loss")
+    ax_acc.set(xlabel="step", ylabel="eval accuracy", ylim=(0, 1.02), title="Eval accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def bars(
+    labels: Sequence[str], values: Sequence[float], ylabel: str, path: str, title: str = ""
+) -> str:
+    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 3.5))
+    bars_ = ax.bar(labels, values, color="tab:blue")
+    ax.bar_label(bars_, fmt="%.3f", fontsize=8)
+    ax.set(ylabel=ylabel, title=title)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig, path: str) -> str:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def lines(
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    xlabel: str,
+    ylabel: str,
+    path: str,
+    *,
+    loglog: bool = False,
+    title: str = "",
+) -> str:
+    """One line per label through ``(x, y)`` points."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in series.items():
+        xs, ys = zip(*sorted(points), strict=True)
+        ax.plot(xs, ys, marker="o", label=label)
+    if loglog:
+        ax.set(xscale="log", yscale="log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,423 @@
+"""The one training loop: every architecture, every task.
+
+``train(config, workdir)`` builds the task and the model, then runs a jitted
+``train_step(state, batch) -> (state, metrics)`` data-parallel over the mesh, with
+periodic evaluation, metric logging and checkpoints. It resumes from the latest
+checkpoint in ``workdir``: batches are a pure function of (seed, step), so a resumed
+run sees exactly the batches an uninterrupted one would. Nothing here is
+architecture-specific; the model is only ``init`` and ``apply``.
+
+Files in ``workdir``: ``config.json``, ``metrics.jsonl``, ``tensorboard/``,
+``checkpoints/``, and at the end ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from experiments import checkpoint, logging_utils, models, optim, parallel
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+FEATURE_KEYS = ("inputs", "inputs1", "inputs2")
+
+
+class TrainingError(ValueError):
+    """A fault the user can fix (bad config, diverged run, unusable checkpoints)."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # optimizer steps done; the next batch is batch(step)
+    params: Any
+    opt_state: Any
+    first_bad_step: jax.Array  # -1, or the first step with a non-finite loss or gradient
+
+
+def create_state(model, tx, example, key, kind: str | None = None) -> TrainState:
+    """Step 0: parameters initialised from ``key`` on ``example``'s shapes."""
+    params = models.init_params(model, example, key, kind)
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), -jnp.ones((), jnp.int32))
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def resolve_config(config) -> ml_collections.ConfigDict:
+    """A full config from a ConfigDict or a nested dict of overrides of the base config.
+
+    Unknown keys are a ``TrainingError`` (``model`` and ``task.options`` are free-form).
+    """
+    from configs import base
+
+    if isinstance(config, Mapping):
+        try:
+            return base.override(base.get_config(), _flatten(config))
+        except KeyError as error:
+            raise TrainingError(error.args[0]) from None
+    unknown = base.unknown_keys(config, base.get_config())
+    if unknown:
+        raise TrainingError(
+            f"unknown config key(s) {', '.join(unknown)}; see configs/base.py for the fields"
+        )
+    return config
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}`` (merged into the base, not replacing)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _check_train_config(tc) -> None:
+    if tc.compute_dtype not in COMPUTE_DTYPES:
+        raise TrainingError(
+            f"train.compute_dtype={tc.compute_dtype!r}; valid: {', '.join(COMPUTE_DTYPES)}"
+        )
+    for name in (
+        "steps",
+        "batch_size",
+        "log_every",
+        "eval_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+    ):
+        if tc[name] < 1:
+            raise TrainingError(f"train.{name}={tc[name]} must be at least 1")
+    if tc.eval_steps is not None and tc.eval_steps < 1:
+        raise TrainingError(f"train.eval_steps={tc.eval_steps} must be at least 1 (or None)")
+
+
+# ---------------------------------------------------------------------------- loss
+
+
+def weighted_sums(logits: jax.Array, batch: dict[str, jax.Array], kind: str):
+    """Sums of cross-entropy and of correct predictions, and the total weight.
+
+    "lm": per token, weighted by ``loss_mask``; classify/retrieval: per example. An
+    optional per-example ``weight`` (0 for padding examples) multiplies either.
+    """
+    targets = batch["targets"]
+    logits = logits.astype(jnp.float32)
+    if kind == "lm":
+        weights = batch.get("loss_mask", jnp.ones(targets.shape, jnp.float32))
+    else:
+        weights = jnp.ones(targets.shape, jnp.float32)
+    if "weight" in batch:
+        example_weight = batch["weight"].astype(jnp.float32)
+        weights = weights * example_weight.reshape(example_weight.shape + (1,) * (targets.ndim - 1))
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    return (ce * weights).sum(), (correct * weights).sum(), weights.sum()
+
+
+def _cast_for_compute(tree, dtype):
+    def cast(x):
+        return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    return jax.tree.map(cast, tree)
+
+
+def _cast_batch(batch, dtype):
+    return {k: _cast_for_compute(v, dtype) if k in FEATURE_KEYS else v for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------------------- steps
+
+
+def make_train_step(model, tx, kind: str, train_cfg):
+    """``train_step(state, batch) -> (state, metrics)``, pure; jit it with donation."""
+    lr_schedule = optim.group_schedules(train_cfg)[optim.DEFAULT]
+    dtype = COMPUTE_DTYPES[train_cfg.compute_dtype]
+    seed = int(train_cfg.seed)
+
+    def train_step(state: TrainState, batch):
+        dropout = jax.random.fold_in(jax.random.key(seed), state.step)
+
+        def loss_fn(params):
+            logits = models.apply_model(
+                model,
+                _cast_for_compute(params, dtype),  # the cast's gradient lands on f32 params
+                _cast_batch(batch, dtype),
+                train=True,
+                rngs={"dropout": dropout},
+                kind=kind,
+            )
+            ce, correct, weight = weighted_sums(logits, batch, kind)
+            weight = jnp.maximum(weight, 1e-9)
+            return ce / weight, correct / weight
+
+        (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        first_bad = jnp.where(
+            (state.first_bad_step < 0) & ~finite, state.step, state.first_bad_step
+        )
+        metrics = {
+            "loss": loss,
+            "accuracy": accuracy,
+            "grad_norm": grad_norm,
+            "lr": lr_schedule(state.step),
+        }
+        return TrainState(state.step + 1, params, opt_state, first_bad), metrics
+
+    return train_step
+
+
+def make_eval_step(model, kind: str, train_cfg):
+    """``eval_step(params, batch) -> (ce_sum, correct_sum, weight_sum)``."""
+    dtype = COMPUTE_DTYPES[train_cfg.compute_dtype]
+
+    def eval_step(params, batch):
+        logits = models.apply_model(
+            model, _cast_for_compute(params, dtype), _cast_batch(batch, dtype), kind=kind
+        )
+        return weighted_sums(logits, batch, kind)
+
+    return eval_step
+
+
+def evaluate(eval_step, params, task, n_steps: int, batch_size: int, seed: int, sharding):
+    """Weighted mean loss and accuracy over the first ``n_steps`` batches of "val"."""
+    totals = None
+    for step in range(n_steps):
+        batch = parallel.put_batch(task.batch("val", step, batch_size, seed), sharding)
+        sums = eval_step(params, batch)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    ce, correct, weight = (float(x) for x in jax.device_get(totals))
+    weight = max(weight, 1e-9)
+    return {"eval_loss": ce / weight, "eval_accuracy": correct / weight}
+
+
+# ---------------------------------------------------------------------------- loop
+
+
+def _make_task(config):
+    from experiments.tasks.registry import make_task  # deferred: loads data modules
+
+    return make_task(config.task.name, **dict(config.task.options))
+
+
+def read_results(workdir: str) -> dict:
+    """The ``results.json`` a finished run wrote in ``workdir``."""
+    with open(os.path.join(workdir, "results.json")) as f:
+        return json.load(f)
+
+
+def _write_json(path: str, obj) -> None:
+    if jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump(obj, f, indent=2, default=str)
+
+
+def train(config, workdir: str, *, model=None, task=None) -> dict:
+    """Train (or resume) in ``workdir``; returns the contents of ``results.json``.
+
+    ``model`` / ``task`` replace the ones the config names (e.g. a new cell from a
+    notebook). User-facing faults raise ``TrainingError``.
+    """
+    wall_start = time.perf_counter()
+    config = resolve_config(config)
+    tc = config.train
+    _check_train_config(tc)
+    parallel.init_distributed(config.distributed)
+    task = _make_task(config) if task is None else task
+    spec = task.spec
+    if model is None:
+        try:
+            model = models.build_model(config, spec)
+        except ValueError as error:
+            raise TrainingError(
+                f"cannot build {config.arch!r} for task {spec.name!r}: {error}"
+            ) from None
+    try:
+        mesh = parallel.make_mesh(config.mesh.data)
+        parallel.check_batch_size(tc.batch_size, mesh)
+    except parallel.ShardingError as error:
+        raise TrainingError(str(error)) from None
+    batch_sharding, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+    eval_steps = tc.eval_steps or task.eval_steps("val", tc.batch_size)
+
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+
+    # A jitted init (on one example), replicated over the mesh.
+    example = {
+        k: np.asarray(v)[:1] for k, v in task.batch("train", 0, tc.batch_size, tc.seed).items()
+    }
+    init_key = jax.random.key(tc.seed)
+    tx = optim.make_optimizer(tc)
+    state = jax.jit(
+        lambda b: create_state(model, tx, b, init_key, spec.kind), out_shardings=replicated
+    )(example)
+    n_params = _count_params(state.params)
+
+    train_step = jax.jit(
+        make_train_step(model, tx, spec.kind, tc),
+        in_shardings=(replicated, batch_sharding),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+    eval_step = jax.jit(make_eval_step(model, spec.kind, tc), out_shardings=replicated)
+
+    ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints)
+    writer = None
+    try:
+        try:
+            restored = ckpts.restore_latest(state)
+        except checkpoint.CheckpointError as error:
+            raise TrainingError(str(error)) from None
+        record = {"best": None, "wall_time_s": 0.0}
+        if restored is not None:
+            _, state, record = restored
+        start = int(state.step)
+        writer = logging_utils.MetricsWriter(workdir, tensorboard=tc.tensorboard)
+        writer.truncate_after(start)
+        loop = _Loop(config, task, train_step, eval_step, ckpts, writer, batch_sharding, eval_steps)
+        loop.wall_offset = record.get("wall_time_s", 0.0) - wall_start
+        state, last = loop.run(state, start, record)
+        wall = loop.wall_time()
+        results = {
+            "config": config.to_dict(),
+            "steps": int(tc.steps),
+            "resumed_from": start if restored is not None else None,
+            "final": last,
+            "best": loop.best,
+            "params": n_params,
+            "wall_time_s": wall,
+            "steps_per_s": loop.steps_per_s,
+        }
+        _write_json(os.path.join(workdir, "results.json"), results)
+        return results
+    finally:
+        ckpts.wait()
+        ckpts.close()
+        if writer is not None:
+            writer.close()
+
+
+def _count_params(params) -> int:
+    from arch.utils import count_params
+
+    return count_params(params)
+
+
+class _Loop:
+    """The step loop and its bookkeeping (logging, eval, checkpoints, fault checks)."""
+
+    def __init__(self, config, task, train_step, eval_step, ckpts, writer, sharding, eval_steps):
+        self.config, self.tc = config, config.train
+        self.task, self.train_step, self.eval_step = task, train_step, eval_step
+        self.ckpts, self.writer, self.sharding = ckpts, writer, sharding
+        self.eval_steps = eval_steps
+        spec = task.spec
+        self.tokens_per_step = (
+            self.tc.batch_size * spec.seq_len * (2 if spec.kind == "retrieval" else 1)
+        )
+        self.best = None
+        self.steps_per_s = None
+        self.wall_offset = 0.0  # earlier runs' wall time minus this run's start
+
+    def wall_time(self) -> float:
+        return self.wall_offset + time.perf_counter()
+
+    def _evaluate(self, params):
+        tc = self.tc
+        return evaluate(
+            self.eval_step,
+            params,
+            self.task,
+            self.eval_steps,
+            tc.batch_size,
+            tc.seed,
+            self.sharding,
+        )
+
+    def run(self, state, start: int, record: dict):
+        tc = self.tc
+        self.best = record.get("best")
+        bar = logging_utils.progress_bar(tc.steps, start, tc.progress)
+        pending, last = [], {}
+        if start >= tc.steps:  # finished already: report the final evaluation again
+            last = self._evaluate(state.params)
+        mark, train_time, steps_done = time.perf_counter(), 0.0, 0
+        try:
+            for step in range(start, tc.steps):
+                batch = parallel.put_batch(
+                    self.task.batch("train", step, tc.batch_size, tc.seed), self.sharding
+                )
+                state, metrics = self.train_step(state, batch)
+                pending.append(metrics)
+                bar.update(1)
+                done = step + 1
+                is_last = done == tc.steps
+                due_eval = done % tc.eval_every == 0 or is_last
+                due_ckpt = done % tc.checkpoint_every == 0 or is_last
+                if not (done % tc.log_every == 0 or due_eval or due_ckpt):
+                    continue
+                # Bookkeeping: synchronise, check, log; time spent here is not step time.
+                means = {k: float(np.mean(v)) for k, v in _stack(jax.device_get(pending)).items()}
+                elapsed = time.perf_counter() - mark
+                train_time, steps_done = train_time + elapsed, steps_done + len(pending)
+                means["step_time"] = elapsed / len(pending)
+                means["tokens_per_s"] = self.tokens_per_step / means["step_time"]
+                pending = []
+                self.writer.write(done, means)  # a diverged interval is logged, then stops
+                self._check_finite(state)
+                last = dict(means)
+                eval_metrics = None
+                if due_eval:
+                    eval_metrics = self._evaluate(state.params)
+                    self.writer.write(done, eval_metrics)
+                    last.update(eval_metrics)
+                    improved = (
+                        self.best is None or eval_metrics["eval_loss"] < self.best["eval_loss"]
+                    )
+                    if improved:
+                        self.best = {"step": done, **eval_metrics}
+                    due_ckpt = due_ckpt or improved
+                if due_ckpt:
+                    record = {"best": self.best, "wall_time_s": self.wall_time()}
+                    self.ckpts.save(done, state, record, metrics=eval_metrics)
+                bar.set_postfix_str(logging_utils.format_postfix(last), refresh=False)
+                mark = time.perf_counter()
+        finally:
+            bar.close()
+        self.steps_per_s = steps_done / train_time if train_time > 0 else None
+        return state, last
+
+    def _check_finite(self, state) -> None:
+        bad = int(state.first_bad_step)
+        if bad < 0:
+            return
+        self.ckpts.wait()
+        saved = self.ckpts.steps()
+        kept = (
+            f"the last good checkpoint is step {saved[-1]}" if saved else "no checkpoint was saved"
+        )
+        raise TrainingError(
+            f"loss or gradient became non-finite (NaN/inf) at step {bad}; {kept} in "
+            f"{self.ckpts.directory}. Lower train.lr, raise train.warmup_steps, or use "
+            "float32 compute."
+        )
+
+
+def _stack(dicts: list[dict]) -> dict[str, np.ndarray]:
+    return {k: np.asarray([d[k] for d in dicts]) for k in dicts[0]}

@@ -1,0 +1,46 @@
+"""Command line: flags -> config -> a library call in experiments/.
+
+    python run.py                                   # main job: every family on MQAR (CPU)
+    python run.py train --config configs/synthetic/mqar.py:mamba --workdir runs/mqar_mamba
+    python run.py train --config configs/lra/listops.py:s4 --config.train.steps=100 --workdir runs/x
+    python run.py eval --workdir runs/mqar_mamba   # re-evaluate a finished (or interrupted) run
+    python run.py compare --config configs/synthetic/mqar.py --archs transformer,mamba
+    python run.py data listops                      # prepare a data set (see `python run.py data`)
+    python run.py table lra runs/lra                # ours beside the published numbers
+    python run.py bench kernels --out runs/bench    # kernels | train | generate
+
+Add --traceback to see the full Python traceback of an error.
+"""
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import cli
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+config_flags.DEFINE_config_file(
+    "config",
+    os.path.join(HERE, cli.DEFAULT_CONFIG),
+    "Config file[:arch] (big_vision style).",
+    lock_config=True,
+)
+flags.DEFINE_string("workdir", None, "Run directory (train/eval) or output root (compare).")
+flags.DEFINE_list("archs", None, "Architectures for `compare` (default: one per family).")
+flags.DEFINE_string("data_dir", "data", "Where data sets are generated / looked for.")
+flags.DEFINE_string("out", None, "Output directory for `bench` and `table`.")
+flags.DEFINE_integer("resolution", 32, "Pathfinder resolution for `data pathfinder`.")
+flags.DEFINE_string("difficulty", "curv_contour_length_14", "Pathfinder difficulty.")
+flags.DEFINE_integer("n_examples", None, "How many examples `data` generates (task default).")
+flags.DEFINE_list("lengths", None, "Sequence lengths for `bench`.")
+flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
+
+
+def main(argv):
+    return cli.main(argv[1:], flags.FLAGS)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.parse_flags)

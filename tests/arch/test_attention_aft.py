@@ -1,0 +1,144 @@
+"""Attention and AFT mixers: parallel == recurrent == prefill-then-step, and their errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from arch import protocol
+from arch.mixers.aft import AFTConv, AFTFull, AFTLocal, AFTSimple
+from arch.mixers.attention import Attention
+
+D, MAX_LEN = 16, 16
+
+MIXERS = {
+    "attention": lambda **kw: Attention(D, n_heads=4, max_len=MAX_LEN, **kw),
+    "attention_nopos": lambda **kw: Attention(D, n_heads=2, pos="none", max_len=MAX_LEN, **kw),
+    "aft_full": lambda **kw: AFTFull(D, max_len=MAX_LEN, **kw),
+    "aft_local": lambda **kw: AFTLocal(D, window=3, max_len=MAX_LEN, **kw),
+    "aft_simple": lambda **kw: AFTSimple(D, **kw),
+    "aft_conv": lambda **kw: AFTConv(D, n_heads=4, kernel_size=3, **kw),
+}
+
+
+def random_params(module, x, seed=0):
+    """Random values for every parameter (shapes from ``eval_shape``, so nothing is
+    compiled): zero-initialised position biases (and AFT-conv's gain/shift) would
+    otherwise make the variants indistinguishable."""
+    shapes = jax.eval_shape(module.init, jax.random.key(seed), x)
+    leaves, tree = jax.tree.flatten(shapes)
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    leaves = [
+        0.5 * jax.random.normal(kk, a.shape, a.dtype) for kk, a in zip(keys, leaves, strict=True)
+    ]
+    return jax.tree.unflatten(tree, leaves)
+
+
+# Every mixer at every length; the Attention variant without positions at one length.
+GRID = [(n, length) for n in sorted(MIXERS) if n != "attention_nopos" for length in (1, 2, 7, 16)]
+
+
+@pytest.mark.parametrize("name,length", [*GRID, ("attention_nopos", 7)])
+def test_parallel_equals_recurrent_and_prefill_then_step(name, length):
+    module = MIXERS[name]()
+    x = jax.random.normal(jax.random.key(length), (2, length, D))
+    params = random_params(module, x)
+
+    @jax.jit
+    def three_ways(params, x):
+        y_rec, _ = protocol.recurrent_apply(module, params, x)
+        y_pre, _ = protocol.prefill_then_step(module, params, x, split=(length + 1) // 2)
+        return module.apply(params, x), y_rec, y_pre
+
+    y, y_rec, y_pre = three_ways(params, x)
+    assert y.shape == x.shape and np.all(np.isfinite(y))
+    np.testing.assert_allclose(y_rec, y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y_pre, y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["aft_full", "aft_local", "aft_conv"])
+def test_position_bias_matters(name):
+    # The test above would pass trivially if the bias were ignored; check it is not.
+    module = MIXERS[name]()
+    x = jax.random.normal(jax.random.key(0), (1, 7, D))
+    params = random_params(module, x)
+    leaf = {"aft_full": "pos_bias", "aft_local": "pos_bias", "aft_conv": "aft_conv_shift"}[name]
+    zeroed = jax.tree_util.tree_map_with_path(
+        lambda path, a: jnp.zeros_like(a) if path[-1].key == leaf else a, params
+    )
+    apply = jax.jit(module.apply)
+    assert not np.allclose(apply(zeroed, x), apply(params, x))
+
+
+@pytest.mark.parametrize("name", sorted(MIXERS))
+def test_bidirectional_has_no_recurrent_form(name):
+    module = MIXERS[name](causal=False)
+    x = jax.random.normal(jax.random.key(0), (1, 4, D))
+    params = random_params(module, x)
+    apply = jax.jit(module.apply)
+    y = apply(params, x)
+    # the first output depends on the last input
+    assert not np.allclose(apply(params, x.at[:, -1].add(1.0))[:, 0], y[:, 0])
+    with pytest.raises(protocol.NotCausalError, match="causal=True"):
+        module.apply(params, 1, method="init_state")
+    with pytest.raises(ValueError, match="bidirectional"):
+        module.apply(params, {}, x[:, 0], method="step")
+    with pytest.raises(ValueError, match="bidirectional"):
+        module.apply(params, {}, x, method="prefill")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: Attention(30, n_heads=4), lambda: AFTConv(30, n_heads=4)],
+    ids=["attention", "aft_conv"],
+)
+def test_d_model_not_divisible_by_n_heads(make):
+    with pytest.raises(ValueError, match="d_model=30 is not divisible by n_heads=4"):
+        make()
+
+
+@pytest.mark.parametrize("name", ["attention", "aft_full", "aft_local"])
+def test_length_beyond_max_len_raises(name):
+    module = MIXERS[name]()
+    x = jax.random.normal(jax.random.key(0), (1, MAX_LEN, D))
+    params = random_params(module, x)
+    too_long = jnp.zeros((1, MAX_LEN + 1, D))
+    with pytest.raises(ValueError, match=f"max_len={MAX_LEN}"):
+        module.apply(params, too_long)
+    state = module.apply(params, 1, method="init_state")
+    with pytest.raises(ValueError, match=f"max_len={MAX_LEN}"):
+        module.apply(params, state, too_long, method="prefill")
+
+
+def test_bad_options_raise():
+    with pytest.raises(ValueError, match="unknown pos"):
+        Attention(D, pos="alibi")
+    with pytest.raises(ValueError, match="unknown attention impl"):
+        Attention(D, impl="flash9")
+    with pytest.raises(ValueError, match="window"):
+        AFTLocal(D, window=0)
+    with pytest.raises(ValueError, match="unknown AFT impl"):
+        AFTSimple(D, impl="exact")
+
+
+@pytest.mark.parametrize("name", ["aft_full", "aft_local", "aft_conv"])
+def test_ssm_params_name_real_leaves(name):
+    module = MIXERS[name]()
+    params = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 2, D)))
+    leaves = {path[-1].key for path, _ in jax.tree_util.tree_leaves_with_path(params)}
+    assert set(type(module).SSM_PARAMS) <= leaves
+    assert not {"kernel", "bias"} & set(type(module).SSM_PARAMS)
+
+
+def test_state_sizes_fixed_window_vs_growing_cache():
+    x = jnp.zeros((2, 3, D))
+    sizes = {}
+    for name in ["attention", "aft_full", "aft_local", "aft_simple", "aft_conv"]:
+        module = MIXERS[name]()
+        params = jax.eval_shape(module.init, jax.random.key(0), x)
+        state = jax.eval_shape(lambda p, m=module: m.apply(p, 2, method="init_state"), params)
+        sizes[name] = sum(a.size for a in jax.tree.leaves(state))
+    assert sizes["attention"] == 2 * 2 * MAX_LEN * D + 1
+    assert sizes["aft_full"] == 2 * 2 * MAX_LEN * D + 1
+    assert sizes["aft_simple"] == 3 * 2 * D
+    assert sizes["aft_local"] == 2 * 2 * (3 - 1) * D + 3 * 2 * D + 1

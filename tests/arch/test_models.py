@@ -1,0 +1,169 @@
+"""Every registered architecture, as a whole model: the protocol and the error messages."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import arch
+from arch import protocol
+
+VOCAB = 13
+# S4's FFT convolution and complex arithmetic cost a few ulps more than the others.
+TOL = {"s4": 2e-4, "s4d": 2e-4}
+
+
+def tiny(name, **kw):
+    return arch.build(name, vocab_size=VOCAB, d_model=16, n_layers=2, max_len=32, **kw)
+
+
+def tokens(batch, length, seed=0):
+    return jax.random.randint(jax.random.key(seed), (batch, length), 0, VOCAB)
+
+
+@pytest.mark.parametrize("name", sorted(arch.ARCHS))
+@pytest.mark.parametrize("length", [7])  # length 1 and others: per-mixer tests
+def test_lm_parallel_equals_recurrent_and_prefill(name, length):
+    model = tiny(name)
+    x = tokens(2, length)
+    params = model.init(jax.random.key(1), x)
+    y = model.apply(params, x)
+    assert y.shape == (2, length, VOCAB)
+    y_rec, _ = protocol.recurrent_apply(model, params, x)
+    tol = TOL.get(name, 1e-5)
+    np.testing.assert_allclose(y_rec, y, atol=tol, rtol=tol)
+    y_pre, _ = protocol.prefill_then_step(model, params, x, split=(length + 1) // 2)
+    np.testing.assert_allclose(y_pre, y, atol=tol, rtol=tol)
+
+
+def test_public_usage_from_the_readme():
+    m = arch.build("mamba", vocab_size=256, d_model=64, n_layers=2)
+    toks = jax.random.randint(jax.random.key(0), (2, 9), 0, 256)
+    params = m.init(jax.random.key(0), toks)
+    logits = m.apply(params, toks)
+    state = m.apply(params, 2, method="init_state")
+    for t in range(toks.shape[1]):
+        state, logits_t = m.apply(params, state, toks[:, t], method="step")
+    np.testing.assert_allclose(logits_t, logits[:, -1], atol=1e-4, rtol=1e-4)
+    assert arch.count_params(params) > 0
+
+
+@pytest.mark.parametrize("name", [n for n, s in sorted(arch.ARCHS.items()) if s.bidirectional_ok])
+def test_bidirectional_classifier_sees_the_future(name):
+    model = arch.build(
+        name,
+        vocab_size=VOCAB,
+        d_model=16,
+        n_layers=1,
+        head="classify",
+        n_classes=3,
+        bidirectional=True,
+        max_len=32,
+        pooling="cls",
+    )
+    x = tokens(2, 6)
+    params = model.init(jax.random.key(0), x)
+    out = model.apply(params, x)
+    assert out.shape == (2, 3)
+    # cls pooling reads position 0: a bidirectional model's output there depends on the end.
+    changed = x.at[:, -1].set((x[:, -1] + 1) % VOCAB)
+    assert not np.allclose(model.apply(params, changed), out)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_causal_classifier_ignores_padding(pooling):
+    model = arch.build(
+        "mamba",
+        vocab_size=VOCAB,
+        d_model=16,
+        n_layers=1,
+        head="classify",
+        n_classes=4,
+        pooling=pooling,
+    )
+    x = tokens(2, 8)
+    mask = jnp.asarray([[1] * 5 + [0] * 3, [1] * 8], jnp.float32)
+    params = model.init(jax.random.key(0), x, mask)
+    out = model.apply(params, x, mask)
+    repadded = x.at[0, 5:].set(0)
+    np.testing.assert_allclose(model.apply(params, repadded, mask), out, atol=1e-6)
+
+
+def test_dual_encoder_combines_two_documents():
+    model = arch.build(
+        "s4d",
+        vocab_size=VOCAB,
+        d_model=16,
+        n_layers=1,
+        head="retrieval",
+        n_classes=2,
+        bidirectional=True,
+    )
+    a, b = tokens(2, 6, 0), tokens(2, 6, 1)
+    params = model.init(jax.random.key(0), a, b)
+    out = model.apply(params, a, b)
+    assert out.shape == (2, 2)
+    assert not np.allclose(model.apply(params, b, a), out)  # [u, v, u*v, u-v] is ordered
+
+
+def test_feature_inputs():
+    model = arch.build("s4d", d_input=3, d_model=16, n_layers=1, head="classify", n_classes=2)
+    x = jax.random.normal(jax.random.key(0), (2, 10, 3))
+    params = model.init(jax.random.key(0), x)
+    assert model.apply(params, x).shape == (2, 2)
+    with pytest.raises(ValueError, match="d_input=3"):
+        model.apply(params, x[..., :2])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(name="gpt5"), "unknown architecture 'gpt5'; valid: aft_conv"),
+        (dict(name="mamba", d_state_typo=4), "unknown option.*d_state_typo.*takes:.*d_state"),
+        (
+            dict(name="rwkv", head="classify", n_classes=2, bidirectional=True),
+            "rwkv has no bidirectional form",
+        ),
+        (dict(name="s4", bidirectional=True), "language model must be causal"),
+        (dict(name="transformer", d_model=30, n_heads=4), "divisible"),
+        (dict(name="s4", head="classify"), "needs n_classes"),
+        (dict(name="s4", head="regress"), "unknown head 'regress'"),
+    ],
+)
+def test_build_errors_are_one_clear_sentence(kwargs, message):
+    kwargs = {"vocab_size": VOCAB, **kwargs}
+    name = kwargs.pop("name")
+    with pytest.raises(ValueError, match=message):
+        arch.build(name, **kwargs)
+
+
+def test_call_time_errors():
+    model = tiny("transformer")
+    params = model.init(jax.random.key(0), tokens(1, 4))
+    with pytest.raises(ValueError, match="integer array"):
+        model.apply(params, jnp.zeros((1, 4), jnp.float32))
+    with pytest.raises(ValueError, match=r"\[batch, length\]"):
+        model.apply(params, jnp.zeros((4,), jnp.int32))
+    with pytest.raises(ValueError, match="max_len"):
+        model.apply(params, tokens(1, 40))
+    learned = tiny("mamba", pos_emb="learned")
+    p = learned.init(jax.random.key(0), tokens(1, 4))
+    with pytest.raises(ValueError, match="max_len=32"):
+        learned.apply(p, tokens(1, 33))
+
+
+def test_step_on_a_bidirectional_model_is_refused():
+    model = arch.build(
+        "s4d",
+        vocab_size=VOCAB,
+        d_model=16,
+        n_layers=1,
+        head="classify",
+        n_classes=2,
+        bidirectional=True,
+    )
+    backbone = model.backbone
+    x = tokens(1, 4)
+    params = model.init(jax.random.key(0), x)
+    with pytest.raises(protocol.NotCausalError, match="bidirectional"):
+        backbone.apply({"params": params["params"]["backbone"]}, 1, method="init_state")

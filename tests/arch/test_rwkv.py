@@ -1,0 +1,135 @@
+"""RWKV-4 TimeMix / ChannelMix: protocol, initialisation, parity with transformers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import arch
+from arch import protocol
+from arch.mixers.rwkv import RWKVChannelMix, RWKVTimeMix
+
+
+def randomised(params, seed=0):
+    """Random values everywhere: the published init zeroes projections (a weak test)."""
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    new = [0.3 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
+    return jax.tree_util.tree_unflatten(tree, new)
+
+
+@pytest.mark.parametrize("cls", [RWKVTimeMix, RWKVChannelMix])
+@pytest.mark.parametrize("length", [1, 2, 7, 16])
+def test_parallel_equals_recurrent(cls, length):
+    mixer = cls(d_model=8, layer_id=1, n_layers=3)
+    x = jax.random.normal(jax.random.key(0), (2, length, 8))
+    params = randomised(mixer.init(jax.random.key(1), x))
+    y = mixer.apply(params, x)
+    y_rec, _ = protocol.recurrent_apply(mixer, params, x)
+    np.testing.assert_allclose(y_rec, y, atol=1e-5, rtol=1e-5)
+    y_pre, _ = protocol.prefill_then_step(mixer, params, x, split=length // 2 + 1)
+    np.testing.assert_allclose(y_pre, y, atol=1e-5, rtol=1e-5)
+
+
+def test_published_initialisation():
+    d, n_layers = 16, 4
+    for layer in range(n_layers):
+        mixer = RWKVTimeMix(d_model=d, layer_id=layer, n_layers=n_layers)
+        p = mixer.init(jax.random.key(0), jnp.zeros((1, 2, d)))["params"]
+        decay = np.asarray(p["time_decay"])
+        assert np.all(np.diff(decay) > 0) and decay[0] == pytest.approx(-5.0)
+        assert decay[-1] == pytest.approx(3.0)  # -5 + 8 at the last channel
+        zigzag = np.asarray(p["time_first"]) - np.log(0.3)
+        np.testing.assert_allclose(zigzag[:3], [0.0, 0.5, -0.5], atol=1e-6)
+        assert np.all((p["time_mix_k"] >= 0) & (p["time_mix_k"] <= 1))
+        assert float(jnp.abs(p["output"]["kernel"]).max()) == 0.0  # zero-init (scale_init 0)
+    # Deeper layers mix in more of the current token (ratio_1_to_almost0 shrinks).
+    first = RWKVTimeMix(d_model=d, layer_id=0, n_layers=n_layers)
+    last = RWKVTimeMix(d_model=d, layer_id=n_layers - 1, n_layers=n_layers)
+    mk = [
+        m.init(jax.random.key(0), jnp.zeros((1, 2, d)))["params"]["time_mix_k"]
+        for m in (first, last)
+    ]
+    assert float(mk[1].mean()) > float(mk[0].mean())
+
+
+def test_ssm_params_are_labelled():
+    model = arch.build("rwkv", vocab_size=11, d_model=8, n_layers=1)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 3), jnp.int32))
+    block = arch.param_labels(params)["params"]["backbone"]["blocks_0"]
+    for name in ("time_decay", "time_first", "time_mix_k", "time_mix_v", "time_mix_r"):
+        assert block["mixer"][name] == "ssm"
+    assert block["channel_mixer"]["time_mix_r"] == "ssm"
+    assert block["mixer"]["key"]["kernel"] == "default"
+
+
+@pytest.fixture(scope="module")
+def hf_rwkv():
+    torch = pytest.importorskip("torch", reason="torch is a dev requirement (parity tests)")
+    transformers = pytest.importorskip("transformers", reason="transformers is a dev requirement")
+    torch.manual_seed(0)
+    cfg = transformers.RwkvConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        attention_hidden_size=32,
+        intermediate_size=128,
+        rescale_every=0,
+    )
+    hf = transformers.RwkvForCausalLM(cfg).eval()
+    with torch.no_grad():  # re-randomise the time_* parameters so the test is not trivial
+        for name, p in hf.named_parameters():
+            if "time_mix" in name:
+                p.copy_(torch.rand_like(p))
+            elif "time_" in name:
+                p.copy_(torch.randn_like(p))
+    tokens = np.random.default_rng(0).integers(0, 64, (2, 13))
+    with torch.no_grad():
+        logits = hf(torch.as_tensor(tokens)).logits.numpy()
+    return hf.state_dict(), tokens, logits
+
+
+def test_parity_with_transformers_rwkv(hf_rwkv):
+    from arch.convert.rwkv import from_hf_state_dict
+
+    state_dict, tokens, ref = hf_rwkv
+    params = from_hf_state_dict(state_dict, n_layers=2)
+    model = arch.build("rwkv", vocab_size=64, d_model=32, n_layers=2)
+    np.testing.assert_allclose(model.apply(params, jnp.asarray(tokens)), ref, atol=1e-4, rtol=1e-4)
+    rec, _ = protocol.recurrent_apply(model, params, jnp.asarray(tokens))
+    np.testing.assert_allclose(rec, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_blinkdl_names_convert_to_the_same_params(hf_rwkv):
+    from arch.convert.rwkv import from_blinkdl_state_dict, from_hf_state_dict
+
+    state_dict = hf_rwkv[0]
+    renames = [
+        ("rwkv.embeddings.", "emb."),
+        ("rwkv.blocks.", "blocks."),
+        ("pre_ln", "ln0"),
+        ("attention.", "att."),
+        ("feed_forward.", "ffn."),
+        ("rwkv.ln_out", "ln_out"),
+        ("time_mix_key", "time_mix_k"),
+        ("time_mix_value", "time_mix_v"),
+        ("time_mix_receptance", "time_mix_r"),
+    ]
+    blink = {}
+    for name, tensor in state_dict.items():
+        for old, new in renames:
+            name = name.replace(old, new)
+        if "time_mix" in name:
+            tensor = tensor.reshape(1, 1, -1)  # BlinkDL stores time_mix as [1, 1, D]
+        blink[name] = tensor
+    a = from_hf_state_dict(state_dict, n_layers=2)
+    b = from_blinkdl_state_dict(blink, n_layers=2)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+
+
+def test_conversion_errors():
+    from arch.convert.common import CheckpointFormatError
+    from arch.convert.rwkv import from_blinkdl_state_dict
+
+    with pytest.raises(CheckpointFormatError, match="emb.weight"):
+        from_blinkdl_state_dict({"x": np.zeros(1)}, n_layers=1)

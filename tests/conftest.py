@@ -1,0 +1,22 @@
+"""Test-session setup: the opt-in markers.
+
+``slow`` tests run only with RUN_SLOW=1; ``gpu`` tests only on a GPU backend. Each skip
+says why in the pytest summary (``-ra``).
+"""
+
+import os
+
+import jax
+import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    run_slow = os.environ.get("RUN_SLOW") == "1"
+    on_gpu = jax.default_backend() == "gpu"
+    skip_slow = pytest.mark.skip(reason="slow: set RUN_SLOW=1 to run it")
+    skip_gpu = pytest.mark.skip(reason="needs a GPU backend (jax.default_backend() != 'gpu')")
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not on_gpu:
+            item.add_marker(skip_gpu)

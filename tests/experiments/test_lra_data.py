@@ -1,0 +1,198 @@
+"""LRA data: generators checked by independent re-derivations, readers on fixtures."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+from experiments.lra import listops, pathfinder
+from experiments.lra.common import DataMissingError
+from experiments.lra.prepare import LRA_TASKS, prepare
+from experiments.lra.retrieval import Retrieval
+
+
+def stack_machine(source: str) -> int:
+    """An independent ListOps evaluator: one pass over the tokens with a stack."""
+    stack = []
+    for tok in source.split():
+        if tok in "()":
+            continue
+        if tok.startswith("["):
+            stack.append([tok])
+        elif tok == "]":
+            op, *args = stack.pop()
+            value = {
+                "[MIN": min(args),
+                "[MAX": max(args),
+                "[SM": sum(args) % 10,
+                "[MED": int(
+                    sorted(args)[len(args) // 2]
+                    if len(args) % 2
+                    else (sorted(args)[len(args) // 2 - 1] + sorted(args)[len(args) // 2]) / 2
+                ),
+            }[op]
+            if stack:
+                stack[-1].append(value)
+            else:
+                return value
+        else:
+            stack[-1].append(int(tok)) if stack else stack.append(int(tok))
+    return stack[0] if isinstance(stack[0], int) else stack[0]
+
+
+def test_listops_labels_lengths_and_operators():
+    examples = listops.generate(300, seed=1, min_len=20, max_len=200, progress=False)
+    assert len({s for s, _ in examples}) == 300
+    ops = {op: 0 for op in listops.OPERATORS}
+    for source, target in examples:
+        assert stack_machine(source) == target
+        tokens = source.split()
+        assert 20 <= len(tokens) <= 200
+        assert tokens.count("]") == sum(tokens.count(op) for op in listops.OPERATORS)
+        for op in ops:
+            ops[op] += tokens.count(op)
+    counts = np.asarray(list(ops.values()))
+    assert counts.min() > 0.15 * counts.sum()  # the four operators are drawn uniformly
+    labels = np.asarray([t for _, t in examples])
+    assert len(set(labels.tolist())) >= 8
+
+
+def test_listops_tokenization_round_trips_and_keeps_brackets():
+    source = "[MAX 2 9 [MIN 4 7 ] 0 ]"
+    ids = listops.tokenize(source)
+    assert listops.detokenize(ids) == source
+    assert (ids == listops.TOKEN_ID["]"]).sum() == 2
+    # The release's parenthesised form tokenises to the same ids.
+    assert (listops.tokenize("( ( [MAX 2 9 ) [MIN 4 7 ] ) 0 ]") == ids).all()
+
+
+def test_listops_release_layout_and_task(tmp_path):
+    root = listops.write_release(
+        str(tmp_path),
+        {"train": 20, "val": 5, "test": 5},
+        seed=0,
+        min_len=10,
+        max_len=60,
+        progress=False,
+    )
+    with open(os.path.join(root, "basic_val.tsv")) as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    assert rows[0] == ["Source", "Target"] and len(rows) == 6
+    task = LRA_TASKS["listops"](data_dir=str(tmp_path), seq_len=64)
+    batch = task.batch("val", 1, 4, seed=0)  # examples 4..7 of 5: two are padding
+    np.testing.assert_array_equal(batch["weight"], [1, 0, 0, 0])
+    assert batch["inputs"].shape == (4, 64) and batch["inputs"].dtype == np.int32
+    assert listops.detokenize(batch["inputs"][0]) == rows[5][0]
+    assert batch["targets"][0] == int(rows[5][1])
+    assert task.eval_steps("val", 4) == 2
+    a, b = task.batch("train", 7, 8, seed=3), task.batch("train", 7, 8, seed=3)
+    np.testing.assert_array_equal(a["inputs"], b["inputs"])  # a pure function of the step
+    epoch = np.concatenate([task.batch("train", s, 4, seed=3)["targets"] for s in range(5)])
+    assert sorted(epoch.tolist()) == sorted(read_targets(root, "basic_train.tsv"))
+
+
+def read_targets(root, name):
+    with open(os.path.join(root, name)) as f:
+        return [int(r[1]) for r in list(csv.reader(f, delimiter="\t"))[1:]]
+
+
+def flood_connected(image: np.ndarray, start, goal) -> bool:
+    """Breadth-first flood fill over lit pixels (8-neighbours) from one marker."""
+    on = image > 127
+    seen = {tuple(start)}
+    frontier = [tuple(start)]
+    while frontier:
+        y, x = frontier.pop()
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                p = (y + dy, x + dx)
+                inside = 0 <= p[0] < on.shape[0] and 0 <= p[1] < on.shape[1]
+                if inside and on[p] and p not in seen:
+                    seen.add(p)
+                    frontier.append(p)
+    return tuple(goal) in seen
+
+
+def test_pathfinder_labels_are_marker_connectivity():
+    rng = np.random.default_rng(0)
+    labels = []
+    for i in range(24):
+        image, label, (m1, m2) = pathfinder.make_image(
+            rng, 32, 14, label=i % 2, return_markers=True
+        )
+        assert image.shape == (32, 32) and image.dtype == np.uint8
+        assert image[m1] == image[m2] == 255
+        assert flood_connected(image, m1, m2) == bool(label)
+        labels.append(label)
+    assert np.mean(labels) == 0.5
+
+
+def test_pathfinder_release_layout(tmp_path):
+    root = pathfinder.generate(
+        str(tmp_path), 10, resolution=32, difficulty="curv_baseline", workers=1, progress=False
+    )
+    open(os.path.join(root, "imgs", "0", "sample_3.png"), "wb").close()  # like the release
+    paths, labels = pathfinder.read_release(root)
+    assert len(paths) == 9 and not any(p.endswith("sample_3.png") for p in paths)
+    assert abs(labels.mean() - 0.5) < 0.2
+    task = LRA_TASKS["pathfinder"](data_dir=str(tmp_path), difficulty="curv_baseline")
+    batch = task.batch("train", 0, 4, seed=0)
+    assert batch["inputs"].shape == (4, 1024, 1) and batch["inputs"].max() <= 1.0
+    assert task.spec.d_input == 1 and task.spec.n_classes == 2
+
+
+def test_retrieval_reads_the_aan_tsv(tmp_path):
+    tsv = tmp_path / "tsv_data"
+    tsv.mkdir()
+    for name in ("train", "eval", "test"):
+        with open(tsv / f"new_aan_pairs.{name}.tsv", "w") as f:
+            f.write("1\tp1\tp2\tabc\tde\n0.0\tp3\tp4\tx\tyz\n")
+    task = Retrieval(data_dir=str(tmp_path), seq_len=4)
+    batch = task.batch("val", 0, 2, seed=0)
+    np.testing.assert_array_equal(batch["targets"], [1, 0])
+    np.testing.assert_array_equal(
+        batch["inputs1"][0], [ord("a") + 1, ord("b") + 1, ord("c") + 1, 0]
+    )
+    np.testing.assert_array_equal(batch["mask2"][1], [1, 1, 0, 0])
+
+
+@pytest.mark.parametrize(
+    "task, command",
+    [
+        ("listops", "python run.py data listops"),
+        ("pathfinder", "python run.py data pathfinder"),
+        ("retrieval", "lra_release"),
+        ("pathx", "--resolution 128"),
+    ],
+)
+def test_missing_data_names_the_fix(task, command, tmp_path):
+    with pytest.raises(DataMissingError, match=command):
+        LRA_TASKS[task](data_dir=str(tmp_path)).batch("train", 0, 2, seed=0)
+
+
+def test_tfds_tasks_need_tfds_or_say_so(tmp_path):
+    try:
+        import tensorflow_datasets  # noqa: F401
+    except ImportError:
+        with pytest.raises(DataMissingError, match="tensorflow-datasets"):
+            LRA_TASKS["text"](data_dir=str(tmp_path)).batch("train", 0, 2, seed=0)
+        pytest.skip(
+            "tensorflow-datasets not installed (requirements-lra.txt): the "
+            "mock_data loader test needs it"
+        )
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=6):
+        task = LRA_TASKS["image"](data_dir=str(tmp_path))
+        batch = task.batch("train", 0, 2, seed=0)
+    assert batch["inputs"].shape == (2, 1024, 1)
+
+
+def test_prepare_small_listops(tmp_path):
+    message = prepare("listops-small", str(tmp_path), n_examples=40)
+    assert "listops-small: ready" in message
+    task = LRA_TASKS["listops"](data_dir=str(tmp_path), seq_len=512)
+    assert task.size("train") == 36
+    with pytest.raises(ValueError, match="unknown data set"):
+        prepare("imagenet", str(tmp_path))

@@ -1,0 +1,271 @@
+"""Chunked recurrences == the sequential (lax.scan) reference, forward and gradients.
+
+The reference is ``impl="sequential"`` of ``kernels.linear_scan`` / ``kernels.wkv`` /
+``kernels.selective_scan`` when those modules exist, else the small lax.scan references
+below. The helpers here are shared with ``test_pallas.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kernels import chunked
+
+F32, BF16 = jnp.float32, jnp.bfloat16
+BLOCK = 8  # chunk / time block: lengths 7 and 33 are not multiples of it
+
+# ----------------------------------------------------------------------------- references
+
+
+def _time_major(*xs):
+    return tuple(jnp.moveaxis(x, 1, 0) for x in xs)
+
+
+def linear_scan_ref(a, b, h0=None, *, reverse=False):
+    h0 = jnp.zeros(a.shape[:1] + a.shape[2:], F32) if h0 is None else h0
+
+    def step(h, ab):
+        h = ab[0] * h + ab[1]
+        return h, h
+
+    h_last, h_all = jax.lax.scan(step, h0, _time_major(a, b), reverse=reverse)
+    return jnp.moveaxis(h_all, 0, 1), h_last
+
+
+def wkv4_ref(w, u, k, v, state=None):
+    """RWKV-4 WKV as in the official CUDA kernel (aa, bb, pp), one token at a time."""
+    if state is None:
+        zeros = jnp.zeros(k.shape[:1] + k.shape[2:], F32)
+        state = (zeros, zeros, zeros - 1e38)
+
+    def step(state, kv):
+        num, den, mx = state
+        kt, vt = kv
+        p = jnp.maximum(mx, u + kt)
+        e1, e2 = jnp.exp(mx - p), jnp.exp(u + kt - p)
+        y = (e1 * num + e2 * vt) / (e1 * den + e2)
+        p = jnp.maximum(w + mx, kt)
+        e1, e2 = jnp.exp(w + mx - p), jnp.exp(kt - p)
+        return (e1 * num + e2 * vt, e1 * den + e2, p), y
+
+    state, y = jax.lax.scan(step, state, _time_major(k, v))
+    return jnp.moveaxis(y, 0, 1), state
+
+
+def selective_scan_ref(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, state=None
+):
+    """Mamba's selective_scan_ref, one token at a time (Mamba paper eq. 2a, 4)."""
+    if delta_bias is not None:
+        delta = delta + delta_bias
+    if delta_softplus:
+        delta = jax.nn.softplus(delta)
+    x = jnp.zeros(u.shape[:1] + A.shape, F32) if state is None else state
+
+    def step(x, inputs):
+        ut, dt, bt, ct = inputs
+        x = jnp.exp(dt[..., None] * A) * x + (dt * ut)[..., None] * bt[:, None, :]
+        return x, jnp.einsum("bdn,bn->bd", x, ct)
+
+    x, y = jax.lax.scan(step, x, _time_major(u, delta, B, C))
+    y = jnp.moveaxis(y, 0, 1)
+    if D is not None:
+        y = y + u * D
+    if z is not None:
+        y = y * jax.nn.silu(z)
+    return y, x
+
+
+_MODULES = {"linear_scan": "linear_scan", "wkv4": "wkv", "selective_scan": "selective_scan"}
+_LOCAL = {"linear_scan": linear_scan_ref, "wkv4": wkv4_ref, "selective_scan": selective_scan_ref}
+
+
+def reference(kernel: str):
+    """The project's sequential impl if its module exists yet, else the local one."""
+    try:
+        module = importlib.import_module(f"kernels.{_MODULES[kernel]}")
+    except ModuleNotFoundError:
+        return _LOCAL[kernel]
+    return partial(getattr(module, kernel), impl="sequential")
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def make_inputs(kernel: str, length: int, dtype=F32, seed: int = 0):
+    """(positional args, keyword args) for ``kernel``; states are always float32 (WKV,
+    selective) or the input dtype (linear scan)."""
+    keys = iter(jax.random.split(jax.random.key(seed), 12))
+    normal = lambda *shape: jax.random.normal(next(keys), shape, F32)
+    batch = 2
+    if kernel == "linear_scan":
+        dims = (3, 2)  # several trailing axes
+        a = jax.random.uniform(next(keys), (batch, length, *dims), F32, 0.5, 1.0)
+        args = (a, normal(batch, length, *dims), normal(batch, *dims))
+        return tuple(x.astype(dtype) for x in args), {}
+    if kernel == "wkv4":
+        c = 6
+        w, u = -jnp.exp(normal(c)), normal(c)
+        # The last channel's keys reach ~150 at length 33: exp(k) overflows float32 (> 88)
+        # unless the running-max stabilisation works.
+        k = normal(batch, length, c) * jnp.array([3.0] * (c - 1) + [60.0])
+        v = normal(batch, length, c)
+        state = (normal(batch, c), jnp.abs(normal(batch, c)) + 0.5, normal(batch, c))
+        return (w.astype(dtype), u.astype(dtype), k.astype(dtype), v.astype(dtype), state), {}
+    d, n = 6, 3  # n not a power of two: the Pallas kernel pads it
+    u, delta, z = normal(batch, length, d), normal(batch, length, d), normal(batch, length, d)
+    A, D, bias = -jnp.exp(normal(d, n)), normal(d), 0.5 * normal(d)
+    B, C = normal(batch, length, n), normal(batch, length, n)
+    floats = tuple(x.astype(dtype) for x in (u, delta, A, B, C, D, z, bias))
+    return (*floats, True, normal(batch, d, n)), {}
+
+
+def canonical_state(kernel: str, state):
+    """WKV's (num, den, max) is defined up to a common scale: compare (num/den, log den + max)."""
+    if kernel == "wkv4":
+        num, den, mx = state
+        return num / den, jnp.log(den) + mx
+    return state
+
+
+# ----------------------------------------------------------------------------- checks
+
+_MAIN_ARG = {"linear_scan": 1, "wkv4": 3, "selective_scan": 0}  # sets the output dtype
+_DIFF_ARGS = {
+    "linear_scan": (0, 1, 2),
+    "wkv4": (0, 1, 2, 3, 4),
+    "selective_scan": (0, 1, 2, 3, 4, 5, 6, 7, 9),
+}
+
+
+def _outputs_and_grads(kernel, fn, args, kwargs, seed=1):
+    """Outputs, and the gradient of a random projection of (y, canonical state): one jit."""
+    positions = _DIFF_ARGS[kernel]
+
+    def outputs(*diff):
+        full = list(args)
+        for i, x in zip(positions, diff, strict=True):
+            full[i] = x
+        y, state = fn(*full, **kwargs)
+        return y, canonical_state(kernel, state)
+
+    diff = tuple(args[i] for i in positions)
+    leaves, tree = jax.tree.flatten(jax.eval_shape(outputs, *diff))
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    proj = [jax.random.normal(k, s.shape) for k, s in zip(keys, leaves, strict=True)]
+
+    def loss(*diff):
+        out = outputs(*diff)
+        pairs = zip(jax.tree.leaves(out), proj, strict=True)
+        return sum(jnp.sum(o.astype(F32) * p) for o, p in pairs), out
+
+    grad_fn = jax.grad(loss, argnums=tuple(range(len(diff))), has_aux=True)
+    grads, out = jax.jit(grad_fn)(*diff)
+    return out, grads
+
+
+def _upcast(tree):
+    return jax.tree.map(lambda x: x.astype(F32) if isinstance(x, jax.Array) else x, tree)
+
+
+@functools.cache
+def _reference_results(kernel, length, dtype, kwargs):
+    """Reference outputs and gradients on the float32 upcast of the same inputs (cached:
+    test_chunked and test_pallas compare against the same numbers)."""
+    args, _ = make_inputs(kernel, length, dtype)
+    return _outputs_and_grads(kernel, reference(kernel), _upcast(args), dict(kwargs))
+
+
+def assert_matches_reference(kernel, fn, length, dtype=F32, **kwargs):
+    """fn(*args) == reference(*args) for outputs, state and gradients."""
+    args, _ = make_inputs(kernel, length, dtype)
+    (y, state), grads = _outputs_and_grads(kernel, fn, args, kwargs)
+    ref = _reference_results(kernel, length, dtype, tuple(sorted(kwargs.items())))
+    (y_ref, state_ref), grads_ref = ref
+    assert y.dtype == args[_MAIN_ARG[kernel]].dtype
+    tol = 2e-5 if dtype == F32 else 2e-2
+    for got, want in zip(
+        jax.tree.leaves((y, state)), jax.tree.leaves((y_ref, state_ref)), strict=True
+    ):
+        assert got.shape == want.shape
+        scale = float(jnp.max(jnp.abs(want))) + 1.0
+        np.testing.assert_allclose(
+            np.asarray(got, np.float32), np.asarray(want), atol=tol * scale, rtol=tol
+        )
+    diff_args = [args[i] for i in _DIFF_ARGS[kernel]]
+    for got, want, x in zip(
+        jax.tree.leaves(grads), jax.tree.leaves(grads_ref), jax.tree.leaves(diff_args), strict=True
+    ):
+        assert got.shape == want.shape and got.dtype == x.dtype
+        scale = float(jnp.max(jnp.abs(want))) + 1e-6
+        err = float(jnp.max(jnp.abs(got.astype(F32) - want))) / scale
+        assert err < (5 * tol if dtype == F32 else 3e-2), f"gradient relative error {err:.2e}"
+
+
+def assert_split_equals_whole(kernel, fn, length=33, split=13):
+    """Running [0, split) then [split, L) from the returned state == one run."""
+    args, kwargs = make_inputs(kernel, length)
+    y_whole, state_whole = fn(*args, **kwargs)
+    time_axis = {"linear_scan": (0, 1), "wkv4": (2, 3), "selective_scan": (0, 1, 3, 4, 6)}[kernel]
+    state_pos = {"linear_scan": 2, "wkv4": 4, "selective_scan": 9}[kernel]
+    cut = lambda sl: [x[:, sl] if i in time_axis else x for i, x in enumerate(args)]
+    first, second = cut(slice(0, split)), cut(slice(split, None))
+    y1, state1 = fn(*first, **kwargs)
+    second[state_pos] = state1
+    y2, state2 = fn(*second, **kwargs)
+    np.testing.assert_allclose(jnp.concatenate([y1, y2], axis=1), y_whole, rtol=1e-5, atol=1e-5)
+    for got, want in zip(
+        jax.tree.leaves(canonical_state(kernel, state2)),
+        jax.tree.leaves(canonical_state(kernel, state_whole)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- tests
+
+CHUNKED = {
+    "linear_scan": partial(chunked.linear_scan_chunked, chunk_size=BLOCK),
+    "wkv4": partial(chunked.wkv4_chunked, chunk_size=BLOCK),
+    "selective_scan": partial(chunked.selective_scan_chunked, chunk_size=BLOCK),
+}
+
+
+@pytest.mark.parametrize("kernel", list(CHUNKED))
+@pytest.mark.parametrize("length", [1, 7, 33])
+def test_chunked_matches_reference_f32(kernel, length):
+    assert_matches_reference(kernel, CHUNKED[kernel], length)
+
+
+def test_chunked_linear_scan_reverse():
+    assert_matches_reference("linear_scan", CHUNKED["linear_scan"], 33, reverse=True)
+
+
+@pytest.mark.parametrize("kernel", list(CHUNKED))
+def test_chunked_matches_reference_bf16(kernel):
+    assert_matches_reference(kernel, CHUNKED[kernel], 33, dtype=BF16)
+
+
+def test_chunked_wkv_state_carries_across_calls():
+    # WKV's (num, den, max) has many representations: continuing from ours must work.
+    # (The other kernels' state in/out is covered by the reference tests above.)
+    assert_split_equals_whole("wkv4", CHUNKED["wkv4"])
+
+
+def test_chunked_rejects_bad_input():
+    a = jnp.ones((2, 5, 3))
+    with pytest.raises(ValueError, match="chunk_size"):
+        chunked.linear_scan_chunked(a, a, chunk_size=0)
+    with pytest.raises(ValueError, match="h0"):
+        chunked.linear_scan_chunked(a, a, jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match="channels"):
+        chunked.wkv4_chunked(jnp.ones(4), jnp.ones(3), a, a)
+    with pytest.raises(ValueError, match="d_state"):
+        chunked.selective_scan_chunked(a, a, jnp.ones((3, 4)), jnp.ones((2, 5, 2)), a)

@@ -1,0 +1,77 @@
+"""run.py as a user meets it: bad input gives one line and exit status 2, never a trace."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args, cwd=ROOT):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "run.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["frobnicate"], "unknown command 'frobnicate'; valid: compare, train"),
+        (["train"], "missing --workdir"),
+        (["compare", "--archs", "gpt5"], "unknown architecture(s) gpt5; valid: aft_conv"),
+        (["eval", "--workdir", "/nonexistent/run"], "config.json not found"),
+        (["table", "lra"], "usage: python run.py table lra <runs dir>"),
+    ],
+)
+def test_user_errors_are_one_line(args, message, tmp_path):
+    proc = run(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_config_key_and_arch_are_refused(tmp_path):
+    proc = run(
+        "train",
+        "--config",
+        "configs/synthetic/mqar.py:mamba",
+        "--config.train.lrr=1",
+        "--workdir",
+        str(tmp_path),
+    )
+    assert proc.returncode != 0
+    assert "lrr" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run("train", "--config", "configs/synthetic/mqar.py:mambo", "--workdir", str(tmp_path))
+    assert proc.returncode != 0
+    assert "unknown architecture 'mambo'" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run("train", "--config", "configs/nothere.py", "--workdir", str(tmp_path))
+    assert proc.returncode == 2 and "No such file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_train_then_eval_from_the_command_line(tmp_path):
+    workdir = str(tmp_path / "run")
+    overrides = [
+        "--config.train.steps=3",
+        "--config.train.eval_every=3",
+        "--config.train.eval_steps=1",
+        "--config.train.progress=False",
+        "--config.model.d_model=16",
+        "--config.model.n_layers=1",
+    ]
+    proc = run(
+        "train", "--config", "configs/synthetic/mqar.py:s4d", *overrides, "--workdir", workdir
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert os.path.exists(os.path.join(workdir, "results.json"))
+    proc = run("eval", "--workdir", workdir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "eval_accuracy" in proc.stdout
