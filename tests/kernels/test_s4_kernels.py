@@ -64,6 +64,22 @@ def test_dplr_kernel_equals_direct_powers(length, hippo_init):
     np.testing.assert_allclose(np.asarray(k), ref, atol=1e-9 * np.abs(ref).max())
 
 
+def test_dplr_discretisation_equals_dense_inverse():
+    """The Woodbury closed form against NumPy's dense inverse of I - dt/2 A."""
+    rng = np.random.default_rng(7)
+    h, n = 3, 6
+    lam = -np.exp(rng.normal(size=(h, n))) + 1j * rng.normal(size=(h, n))
+    p, q, b = (0.5 * complex_normal(rng, (h, n)) for _ in range(3))
+    log_dt = np.log([0.01, 0.1, 1.0])
+    d_a, d_b = ssm_kernels.discretize_dplr(*(jnp.asarray(x) for x in (lam, p, q, b, log_dt)))
+    for i in range(h):
+        a = np.diag(lam[i]) - np.outer(p[i], q[i].conj())
+        dt = np.exp(log_dt[i])
+        inv = np.linalg.inv(np.eye(n) - dt / 2 * a)
+        np.testing.assert_allclose(d_a[i], inv @ (np.eye(n) + dt / 2 * a), atol=1e-12)
+        np.testing.assert_allclose(d_b[i], inv @ (dt * b[i]), atol=1e-12)
+
+
 @pytest.mark.parametrize("disc", ["zoh", "bilinear"])
 @pytest.mark.parametrize("init", ["legs", "lin", "inv", "random"])
 def test_s4d_kernel_equals_direct_powers(disc, init):
