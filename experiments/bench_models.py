@@ -33,6 +33,19 @@ def _build(name: str, vocab: int, d_model: int, n_layers: int, max_len: int):
     return arch.build(name, vocab_size=vocab, d_model=d_model, n_layers=n_layers, max_len=max_len)
 
 
+def memory_budget() -> int:
+    """Bytes one benchmark call may use: half of the accelerator's memory, or of the
+    host's available RAM on CPU (a quadratic model at a long length is skipped, with
+    its compiled size in the table, rather than killed by the OOM killer)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "bytes_limit" in stats:
+        return stats["bytes_limit"] // 2
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
 def _add_growth(rows: list[dict], key: str, length_key: str) -> None:
     first: dict[str, tuple[int, float]] = {}
     for r in sorted(rows, key=lambda r: r[length_key]):
@@ -52,8 +65,14 @@ def bench_train(
     n_layers: int = 2,
     vocab: int = 256,
     repeats: int = 3,
+    budget: int | None = None,
 ) -> list[dict]:
-    """Seconds per training step (forward + backward + Adam) and compiled temp memory."""
+    """Seconds per training step (forward + backward + Adam) and compiled temp memory.
+
+    A (arch, length) whose compiled step needs more than ``budget`` bytes (default
+    :func:`memory_budget`) is not run: its row has ``seconds`` NaN and the memory.
+    """
+    budget = memory_budget() if budget is None else budget
     rows = []
     for name in archs:
         for length in lengths:
@@ -73,19 +92,24 @@ def bench_train(
 
             jitted = jax.jit(step)
             args = (params, tx.init(params), tokens)
-            memory = jitted.lower(*args).compile().memory_analysis()
+            compiled = jitted.lower(*args).compile()
+            memory = compiled.memory_analysis()
             temp = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
+            too_big = temp is not None and temp > budget
+            if too_big:
+                print(f"{name} at L={length}: needs {temp / 2**30:.1f} GiB > budget, not run")
             rows.append(
                 {
                     "arch": name,
                     "length": length,
-                    "seconds": time_call(jitted, args, repeats),
+                    "seconds": math.nan if too_big else time_call(compiled, args, repeats),
                     "temp_mib": None if temp is None else temp / 2**20,
                 }
             )
     _add_growth(rows, "seconds", "length")
     columns = ("arch", "length", "seconds", "growth", "temp_mib")
     _write(rows, columns, out_dir, "train_bench", "seconds per train step", "length")
+    _plot(rows, "length", "temp_mib", "compiled temp memory (MiB)", out_dir, "train_memory")
     return rows
 
 
@@ -142,15 +166,23 @@ def bench_generate(
     _write(
         rows, columns, out_dir, "generate_bench", "ms per token", "context", value="ms_per_token"
     )
+    # The RWKV paper's figure: total time to generate the first N tokens.
+    _plot(rows, "context", "cumulative_s", "cumulative seconds", out_dir, "generate_cumulative")
     return rows
+
+
+def _plot(rows, xkey, value, ylabel, out_dir, stem):
+    series = {}
+    for r in rows:
+        if r[value] is not None and math.isfinite(r[value]):  # skipped: not drawn
+            series.setdefault(r["arch"], []).append((r[xkey], r[value]))
+    if series:
+        plots.lines(series, xkey, ylabel, os.path.join(out_dir, f"{stem}.png"), loglog=True)
 
 
 def _write(rows, columns, out_dir, stem, ylabel, xkey, value="seconds"):
     os.makedirs(out_dir, exist_ok=True)
     tables.write_csv(rows, columns, os.path.join(out_dir, f"{stem}.csv"))
-    series = {}
-    for r in rows:
-        series.setdefault(r["arch"], []).append((r[xkey], r[value]))
-    plots.lines(series, xkey, ylabel, os.path.join(out_dir, f"{stem}.png"), loglog=True)
+    _plot(rows, xkey, value, ylabel, out_dir, stem)
     print(f"backend: {jax.default_backend()}")
     print(tables.markdown(rows, columns))

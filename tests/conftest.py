@@ -6,17 +6,8 @@ says why in the pytest summary (``-ra``).
 
 import os
 
-# XLA's multi-threaded Eigen pool on CPU can wedge: a test then waits forever in
-# BlockUntilReady with every XLA thread idle (seen under pytest-xdist on 2 cores with
-# jax 0.10.2; the same wedge is reported upstream, avoided by this flag). Set before JAX
-# initialises its backend; subprocesses the tests start inherit it.
-if "--xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-    ).strip()
-
-import jax  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import pytest
 
 
 def pytest_collection_modifyitems(config, items):

@@ -184,9 +184,32 @@ def test_tfds_tasks_need_tfds_or_say_so(tmp_path):
     import tensorflow_datasets as tfds
 
     with tfds.testing.mock_data(num_examples=6):
-        task = LRA_TASKS["image"](data_dir=str(tmp_path))
-        batch = task.batch("train", 0, 2, seed=0)
-    assert batch["inputs"].shape == (2, 1024, 1)
+        raw_images = list(tfds.data_source("cifar10", split="test", data_dir=str(tmp_path)))
+        raw_texts = list(tfds.data_source("imdb_reviews", split="test", data_dir=str(tmp_path)))
+        image = LRA_TASKS["image"](data_dir=str(tmp_path))
+        text = LRA_TASKS["text"](data_dir=str(tmp_path), seq_len=64)
+        image_batch = image.batch("test", 0, 4, seed=0)  # eval splits: examples in order
+        text_batch = text.batch("val", 0, 4, seed=0)  # IMDB's test set doubles as val
+        train = [image.batch("train", 1, 3, seed=5)["inputs"] for _ in range(2)]
+    # Image: grayscale by the ITU-R 601 luma weights, 1024 steps of one feature in [0, 1].
+    assert image_batch["inputs"].shape == (4, 1024, 1)
+    for i in range(4):
+        rgb = np.asarray(raw_images[i]["image"], np.float64)
+        luma = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+        np.testing.assert_allclose(image_batch["inputs"][i, :, 0], luma.ravel() / 255, atol=1e-5)
+        assert image_batch["targets"][i] == raw_images[i]["label"]
+    # Text: bytes + 1 (0 pads), truncated to seq_len, the mask marking real bytes.
+    assert text_batch["inputs"].shape == (4, 64)
+    for i in range(4):
+        data = raw_texts[i]["text"]
+        data = data.encode() if isinstance(data, str) else data
+        expect = np.frombuffer(data, np.uint8)[:64].astype(np.int32) + 1
+        n = len(expect)
+        np.testing.assert_array_equal(text_batch["inputs"][i, :n], expect)
+        assert (text_batch["inputs"][i, n:] == 0).all()
+        assert text_batch["mask"][i].sum() == n
+        assert text_batch["targets"][i] == raw_texts[i]["label"]
+    np.testing.assert_array_equal(train[0], train[1])  # a pure function of (seed, step)
 
 
 def test_prepare_small_listops(tmp_path):
