@@ -3,9 +3,10 @@
     python run.py table lra runs/lra        # reads runs/lra/**/results.json
 
 A run counts for (arch, task) from its own ``results.json`` (``config.arch``,
-``config.task.name``); its score is the best evaluation accuracy of the run (the
-validation split; LRA papers report test accuracy at the best validation checkpoint).
-Where several runs share (arch, task), the best one counts.
+``config.task.name``); its score is the validation accuracy at the run's best checkpoint,
+the evaluation with the lowest validation loss (``results["best"]``; LRA papers report
+test accuracy at the best validation checkpoint). Where several runs share (arch, task),
+the best one counts.
 """
 
 from __future__ import annotations

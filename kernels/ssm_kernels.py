@@ -14,6 +14,8 @@ O(H L) rather than the O(H N L) of the naive broadcast that made early S4 blow u
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Complex, Float
@@ -50,6 +52,45 @@ def discretize_dplr(lam, p, q, b, log_dt):
     inv = jax.vmap(jnp.diag)(d) - (dt / 2 / denom)[..., None] * dp[:, :, None] * qd[:, None, :]
     eye = jnp.eye(n, dtype=a.dtype)
     return inv @ (eye + (dt / 2)[..., None] * a), (inv @ (dt * b)[..., None])[..., 0]
+
+
+class DPLRStep(NamedTuple):
+    """What one bilinear DPLR step needs; no N x N matrix. ``[H, N]`` unless noted."""
+
+    half_dt: Array  # [H, 1]: dt / 2
+    lam: Array
+    p: Array
+    q_conj: Array
+    d: Array  # 1 / (1 - dt/2 Lambda)
+    dp: Array  # d * P
+    scale: Array  # [H, 1]: (dt/2) / (1 + dt/2 Q^* D P), the rank-1 Woodbury factor
+    d_b: Array  # (I - dt/2 A)^-1 dt B
+
+
+def dplr_bilinear_factors(lam, p, q, b, log_dt) -> DPLRStep:
+    """Precompute the bilinear DPLR step (once per sequence, not per token)."""
+    half_dt = jnp.exp(log_dt)[:, None] / 2
+    q_conj = q.conj()
+    d = 1.0 / (1.0 - half_dt * lam)
+    dp = d * p
+    scale = half_dt / (1.0 + half_dt * jnp.sum(q_conj * dp, axis=-1, keepdims=True))
+    partial = DPLRStep(half_dt, lam, p, q_conj, d, dp, scale, jnp.zeros_like(b))
+    return partial._replace(d_b=_woodbury_solve(partial, 2 * half_dt * b))
+
+
+def _woodbury_solve(f: DPLRStep, y):
+    """(I - dt/2 A)^-1 y = D y - scale (D P) (Q^* D y): O(N) per channel."""
+    dy = f.d * y
+    return dy - f.scale * f.dp * jnp.sum(f.q_conj * dy, axis=-1, keepdims=True)
+
+
+def dplr_bilinear_step(f: DPLRStep, h, u):
+    """h' = dA h + dB u in O(N) per channel, the cost of S4's recurrent view (S4 paper,
+    Section 3.4): dA h = (I - dt/2 A)^-1 (h + dt/2 (Lambda h - P (Q^* h))).
+    ``h``: [..., H, N] complex; ``u``: [..., H]."""
+    q_h = jnp.sum(f.q_conj * h, axis=-1, keepdims=True)
+    forward = h + f.half_dt * (f.lam * h - f.p * q_h)
+    return _woodbury_solve(f, forward) + f.d_b * u[..., None]
 
 
 def dplr_kernel(

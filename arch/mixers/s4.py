@@ -152,11 +152,12 @@ class S4(_SSMLayer):
         )
 
     def _discrete(self):
+        # The structured (O(N) per step) form, not the dense dA of discretize_dplr.
         lam, p, b = self._system()
-        return ssm_kernels.discretize_dplr(lam, p, p, b, self.log_dt)
+        return ssm_kernels.dplr_bilinear_factors(lam, p, p, b, self.log_dt), None
 
-    def _advance(self, h, d_a, d_b, u_t):
-        return jnp.einsum("hnm,bhm->bhn", d_a, h) + d_b * u_t[..., None]
+    def _advance(self, h, factors, _, u_t):
+        return ssm_kernels.dplr_bilinear_step(factors, h, u_t)
 
     def _scan(self, h, d_a, d_b, u):
         def body(h, u_t):

@@ -35,7 +35,7 @@ def prepare(
         where = listops.write_release(data_dir, sizes)
     elif task == "listops-small":  # LRA-small: shorter expressions, fewer of them
         where = listops.write_release(
-            data_dir, _split_sizes(n_examples or 6000), min_len=50, max_len=500
+            data_dir, _split_sizes(n_examples or 6000), min_len=30, max_len=250
         )
     elif task in ("pathfinder", "pathx"):
         resolution = 128 if task == "pathx" else resolution
