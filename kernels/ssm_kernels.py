@@ -38,20 +38,16 @@ def _cauchy(v, z, lam):
 def discretize_dplr(lam, p, q, b, log_dt):
     """Bilinear: dA = (I - dt/2 A)^-1 (I + dt/2 A), dB = (I - dt/2 A)^-1 dt B (dense).
 
-    The inverse of I - dt/2 A = D^-1 + (dt/2) P Q^* (D = diag(1 / (1 - dt/2 Lambda))) is
-    taken in closed form by the Woodbury identity (S4 paper, Section 3.4), so no LAPACK
-    call is needed: it is exact, O(N^2), and avoids XLA's CPU LAPACK custom call, which
-    was seen to hang when PyTorch shares the process.
+    The inverse of I - dt/2 A is the rank-1 Woodbury form of :func:`dplr_bilinear_factors`
+    (S4 paper, Section 3.4), so no LAPACK call is needed: exact, and it avoids XLA's CPU
+    LAPACK custom call, which was seen to hang when PyTorch shares the process.
     """
-    dt = jnp.exp(log_dt)[:, None]  # [H, 1]
-    n = lam.shape[-1]
+    f = dplr_bilinear_factors(lam, p, q, b, log_dt)
     a = jax.vmap(jnp.diag)(lam) - jnp.einsum("hi,hj->hij", p, q.conj())
-    d = 1.0 / (1.0 - dt / 2 * lam)  # [H, N]
-    dp, qd = d * p, q.conj() * d
-    denom = 1.0 + dt / 2 * jnp.sum(q.conj() * dp, axis=-1, keepdims=True)  # [H, 1]
-    inv = jax.vmap(jnp.diag)(d) - (dt / 2 / denom)[..., None] * dp[:, :, None] * qd[:, None, :]
-    eye = jnp.eye(n, dtype=a.dtype)
-    return inv @ (eye + (dt / 2)[..., None] * a), (inv @ (dt * b)[..., None])[..., 0]
+    row = (f.q_conj * f.d)[:, None, :]
+    inv = jax.vmap(jnp.diag)(f.d) - f.scale[..., None] * f.dp[:, :, None] * row
+    eye = jnp.eye(lam.shape[-1], dtype=a.dtype)
+    return inv @ (eye + f.half_dt[..., None] * a), f.d_b
 
 
 class DPLRStep(NamedTuple):
