@@ -53,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.log_every = 50  # steps between metric lines
     config.train.eval_every = 500  # steps between evaluations (and at the end)
     config.train.eval_steps = config_dict.placeholder(int)  # None: the task's eval_steps
+    config.train.test_at_best = True  # evaluate "test" whenever val loss improves
     config.train.checkpoint_every = 500  # steps between checkpoints (and at the end)
     config.train.keep_checkpoints = 2  # latest checkpoints kept (the best one is kept too)
     config.train.progress = True  # tqdm progress bar

@@ -3,10 +3,11 @@
     python run.py table lra runs/lra        # reads runs/lra/**/results.json
 
 A run counts for (arch, task) from its own ``results.json`` (``config.arch``,
-``config.task.name``); its score is the validation accuracy at the run's best checkpoint,
-the evaluation with the lowest validation loss (``results["best"]``; LRA papers report
-test accuracy at the best validation checkpoint). Where several runs share (arch, task),
-the best one counts.
+``config.task.name``); its score is the test accuracy at the run's best checkpoint, the
+evaluation with the lowest validation loss (``results["best"]``), which is what LRA papers
+report. A run made with ``train.test_at_best=False`` has no test number: its validation
+accuracy counts instead and the row's source says so. Where several runs share
+(arch, task), the best one counts.
 """
 
 from __future__ import annotations
@@ -36,11 +37,15 @@ PUBLISHED: dict[str, tuple[tuple[float | None, ...], str]] = {
 COUNTERPART = {"transformer": "Transformer", "s4": "S4 (latest)", "s4d": "S4D-LegS", "rwkv": "RWKV"}
 
 
-def collect(runs_dir: str) -> dict[str, dict[str, float]]:
-    """``{arch: {task: best accuracy in %}}`` from every results.json under ``runs_dir``."""
+def collect(runs_dir: str) -> tuple[dict[str, dict[str, float]], dict[str, set[str]]]:
+    """``({arch: {task: accuracy in %}}, {arch: tasks scored on validation})``.
+
+    Reads every results.json under ``runs_dir``.
+    """
     if not os.path.isdir(runs_dir):
         raise FileNotFoundError(f"{runs_dir} is not a directory of runs (each with results.json)")
     scores: dict[str, dict[str, float]] = {}
+    on_val: dict[str, set[str]] = {}
     for path in glob.glob(os.path.join(runs_dir, "**", "results.json"), recursive=True):
         with open(path) as f:
             results = json.load(f)
@@ -48,12 +53,18 @@ def collect(runs_dir: str) -> dict[str, dict[str, float]]:
         task = (config.get("task") or {}).get("name")
         arch = config.get("arch")
         best = results.get("best") or results.get("final") or {}
-        acc = best.get("eval_accuracy")
+        acc = best.get("test_accuracy", best.get("eval_accuracy"))
         if task not in TASKS or arch is None or acc is None:
             continue
         cell = scores.setdefault(arch, {})
-        cell[task] = max(cell.get(task, 0.0), 100.0 * float(acc))
-    return scores
+        if 100.0 * float(acc) > cell.get(task, -1.0):
+            cell[task] = 100.0 * float(acc)
+            tasks_on_val = on_val.setdefault(arch, set())
+            if "test_accuracy" in best:
+                tasks_on_val.discard(task)
+            else:
+                tasks_on_val.add(task)
+    return scores, on_val
 
 
 def _avg(values) -> float | None:
@@ -64,7 +75,14 @@ def _avg(values) -> float | None:
     return (sum(filled) + (values[5] if values[5] is not None else 50.0)) / 6
 
 
-def rows(scores: dict[str, dict[str, float]]) -> list[dict]:
+def _our_source(val_tasks: set[str]) -> str:
+    if not val_tasks:
+        return "this repo (test acc.)"
+    names = ", ".join(h for t, h in zip(TASKS, HEADERS, strict=True) if t in val_tasks)
+    return f"this repo (validation acc. for {names})"
+
+
+def rows(scores: dict[str, dict[str, float]], on_val: dict[str, set[str]] | None = None):
     out = []
     for arch in sorted(scores):
         values = tuple(scores[arch].get(t) for t in TASKS)
@@ -73,7 +91,7 @@ def rows(scores: dict[str, dict[str, float]]) -> list[dict]:
                 "model": f"{arch} (ours)",
                 **dict(zip(HEADERS, values, strict=True)),
                 "Avg": _avg(values),
-                "source": "this repo",
+                "source": _our_source((on_val or {}).get(arch, set())),
             }
         )
         if arch in COUNTERPART:
@@ -103,7 +121,7 @@ def rows(scores: dict[str, dict[str, float]]) -> list[dict]:
 
 def write_table(runs_dir: str, out: str) -> str:
     """Write ``lra_table.md`` and ``lra_table.csv`` into ``out``; return the Markdown."""
-    table_rows = rows(collect(runs_dir))
+    table_rows = rows(*collect(runs_dir))
     columns = ("model", *HEADERS, "Avg", "source")
     os.makedirs(out, exist_ok=True)
     text = tables.markdown(table_rows, columns)

@@ -194,16 +194,22 @@ def make_eval_step(model, kind: str, train_cfg):
     return eval_step
 
 
-def evaluate(eval_step, params, task, n_steps: int, batch_size: int, seed: int, sharding):
-    """Weighted mean loss and accuracy over the first ``n_steps`` batches of "val"."""
+def evaluate(
+    eval_step, params, task, n_steps: int, batch_size: int, seed: int, sharding, split="val"
+):
+    """Weighted mean loss and accuracy over the first ``n_steps`` batches of ``split``.
+
+    Keys are ``eval_loss`` / ``eval_accuracy`` for "val", ``test_loss`` / ...  for "test".
+    """
     totals = None
     for step in range(n_steps):
-        batch = parallel.put_batch(task.batch("val", step, batch_size, seed), sharding)
+        batch = parallel.put_batch(task.batch(split, step, batch_size, seed), sharding)
         sums = eval_step(params, batch)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     ce, correct, weight = (float(x) for x in jax.device_get(totals))
     weight = max(weight, 1e-9)
-    return {"eval_loss": ce / weight, "eval_accuracy": correct / weight}
+    prefix = "eval" if split == "val" else split
+    return {f"{prefix}_loss": ce / weight, f"{prefix}_accuracy": correct / weight}
 
 
 # ---------------------------------------------------------------------------- loop
@@ -253,7 +259,8 @@ def train(config, workdir: str, *, model=None, task=None) -> dict:
     except parallel.ShardingError as error:
         raise TrainingError(str(error)) from None
     batch_sharding, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
-    eval_steps = tc.eval_steps or task.eval_steps("val", tc.batch_size)
+    splits = ("val", "test") if tc.test_at_best else ("val",)
+    eval_steps = {split: tc.eval_steps or task.eval_steps(split, tc.batch_size) for split in splits}
 
     os.makedirs(workdir, exist_ok=True)
     _write_json(os.path.join(workdir, "config.json"), config.to_dict())
@@ -338,16 +345,17 @@ class _Loop:
     def wall_time(self) -> float:
         return self.wall_offset + time.perf_counter()
 
-    def _evaluate(self, params):
+    def _evaluate(self, params, split: str = "val"):
         tc = self.tc
         return evaluate(
             self.eval_step,
             params,
             self.task,
-            self.eval_steps,
+            self.eval_steps[split],
             tc.batch_size,
             tc.seed,
             self.sharding,
+            split,
         )
 
     def run(self, state, start: int, record: dict):
@@ -391,7 +399,9 @@ class _Loop:
                         self.best is None or eval_metrics["eval_loss"] < self.best["eval_loss"]
                     )
                     if improved:
-                        self.best = {"step": done, **eval_metrics}
+                        # The papers' number: test accuracy at the best validation checkpoint.
+                        test = self._evaluate(state.params, "test") if tc.test_at_best else {}
+                        self.best = {"step": done, **eval_metrics, **test}
                     due_ckpt = due_ckpt or improved
                 if due_ckpt:
                     record = {"best": self.best, "wall_time_s": self.wall_time()}

@@ -70,14 +70,14 @@ def dplr_bilinear_factors(lam, p, q, b, log_dt) -> DPLRStep:
     d = 1.0 / (1.0 - half_dt * lam)
     dp = d * p
     scale = half_dt / (1.0 + half_dt * jnp.sum(q_conj * dp, axis=-1, keepdims=True))
-    partial = DPLRStep(half_dt, lam, p, q_conj, d, dp, scale, jnp.zeros_like(b))
-    return partial._replace(d_b=_woodbury_solve(partial, 2 * half_dt * b))
+    d_b = _woodbury_solve(d, dp, q_conj, scale, 2 * half_dt * b)
+    return DPLRStep(half_dt, lam, p, q_conj, d, dp, scale, d_b)
 
 
-def _woodbury_solve(f: DPLRStep, y):
+def _woodbury_solve(d, dp, q_conj, scale, y):
     """(I - dt/2 A)^-1 y = D y - scale (D P) (Q^* D y): O(N) per channel."""
-    dy = f.d * y
-    return dy - f.scale * f.dp * jnp.sum(f.q_conj * dy, axis=-1, keepdims=True)
+    dy = d * y
+    return dy - scale * dp * jnp.sum(q_conj * dy, axis=-1, keepdims=True)
 
 
 def dplr_bilinear_step(f: DPLRStep, h, u):
@@ -86,7 +86,7 @@ def dplr_bilinear_step(f: DPLRStep, h, u):
     ``h``: [..., H, N] complex; ``u``: [..., H]."""
     q_h = jnp.sum(f.q_conj * h, axis=-1, keepdims=True)
     forward = h + f.half_dt * (f.lam * h - f.p * q_h)
-    return _woodbury_solve(f, forward) + f.d_b * u[..., None]
+    return _woodbury_solve(f.d, f.dp, f.q_conj, f.scale, forward) + f.d_b * u[..., None]
 
 
 def dplr_kernel(

@@ -82,7 +82,8 @@ class _SSMLayer(nn.Module):
         return nn.glu(self.output_linear(y), axis=-1)
 
     # Subclasses: _c() [2 or 1, H, N'] complex, _kernel(length) -> [dirs, H, L],
-    # _discrete() -> (dA, dB) for the step, _advance(h, dA, dB, u) and _read(h, c).
+    # _discrete() -> the layer's own step parameters (a pytree), _advance(h, those, u_t),
+    # _scan(h, those, u) -> (all states, last) and _read(h, c).
 
     def __call__(self, x, *, train: bool = False):
         k = self._kernel(x.shape[1])
@@ -95,15 +96,13 @@ class _SSMLayer(nn.Module):
 
     def step(self, state, x_t):
         require_causal(self, "step")
-        d_a, d_b = self._discrete()
-        state = self._advance(state, d_a, d_b, x_t.astype(jnp.float32))
+        state = self._advance(state, self._discrete(), x_t.astype(jnp.float32))
         y = self._read(state, self._c()[0]) + self.D * x_t
         return state, self._output(y, False)
 
     def prefill(self, state, x):
         require_causal(self, "prefill")
-        d_a, d_b = self._discrete()
-        states, last = self._scan(state, d_a, d_b, x.astype(jnp.float32))
+        states, last = self._scan(state, self._discrete(), x.astype(jnp.float32))
         y = self._read(states, self._c()[0]) + self.D * x
         return last, self._output(y, False)
 
@@ -154,14 +153,14 @@ class S4(_SSMLayer):
     def _discrete(self):
         # The structured (O(N) per step) form, not the dense dA of discretize_dplr.
         lam, p, b = self._system()
-        return ssm_kernels.dplr_bilinear_factors(lam, p, p, b, self.log_dt), None
+        return ssm_kernels.dplr_bilinear_factors(lam, p, p, b, self.log_dt)
 
-    def _advance(self, h, factors, _, u_t):
+    def _advance(self, h, factors, u_t):
         return ssm_kernels.dplr_bilinear_step(factors, h, u_t)
 
-    def _scan(self, h, d_a, d_b, u):
+    def _scan(self, h, factors, u):
         def body(h, u_t):
-            h = self._advance(h, d_a, d_b, u_t)
+            h = self._advance(h, factors, u_t)
             return h, h
 
         last, hs = jax.lax.scan(body, h, jnp.swapaxes(u, 0, 1))
@@ -217,10 +216,12 @@ class S4D(_SSMLayer):
         a, b = self._system()
         return ssm_kernels.discretize_diag(a, b, self.log_dt, self.disc)
 
-    def _advance(self, h, d_a, d_b, u_t):
+    def _advance(self, h, discrete, u_t):
+        d_a, d_b = discrete
         return d_a * h + d_b * u_t[..., None]
 
-    def _scan(self, h, d_a, d_b, u):
+    def _scan(self, h, discrete, u):
+        d_a, d_b = discrete
         b_seq = d_b * u[..., None].astype(d_b.dtype)  # [B, L, H, N]
         return linear_scan(jnp.broadcast_to(d_a, b_seq.shape), b_seq, h)
 

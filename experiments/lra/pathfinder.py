@@ -42,32 +42,40 @@ def _offsets(radius: float) -> np.ndarray:
 _OFFSETS: dict[float, np.ndarray] = {}
 
 
-def _disc(canvas, y, x, radius):
-    """Set the pixels within ``radius`` of the pixel nearest (y, x)."""
+def _disc_pixels(ys, xs, radius, size) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of the pixels within ``radius`` of the pixels nearest each
+    centre (ys[i], xs[i]), clipped to a ``size`` x ``size`` image (duplicates kept)."""
     if radius not in _OFFSETS:
         _OFFSETS[radius] = _offsets(radius)
-    pts = _OFFSETS[radius] + (int(round(y)), int(round(x)))
-    ok = (pts >= 0).all(1) & (pts < canvas.shape[0]).all(1)
-    canvas[pts[ok, 0], pts[ok, 1]] = True
+    centres = np.stack([np.rint(ys), np.rint(xs)], axis=-1).astype(np.int64)
+    pts = (centres[:, None, :] + _OFFSETS[radius][None]).reshape(-1, 2)
+    ok = (pts >= 0).all(1) & (pts < size).all(1)
+    return pts[ok, 0], pts[ok, 1]
+
+
+def _disc(canvas, y, x, radius):
+    """Set the pixels within ``radius`` of the pixel nearest (y, x)."""
+    canvas[_disc_pixels(np.atleast_1d(y), np.atleast_1d(x), radius, canvas.shape[0])] = True
 
 
 def _contour(rng, size, n_paddles, paddle, thickness, max_turn=math.pi / 5):
-    """Pixels of one contour and its two end points, or None if it leaves the image."""
-    canvas = np.zeros((size, size), bool)
+    """Pixels of one contour and its two end points, or None if it leaves the image.
+
+    The heading turns by a uniform angle in [-max_turn, max_turn] at every joint; each
+    paddle is stamped as ``4 * paddle`` small steps (whole arrays: no per-pixel loop).
+    """
     margin = paddle + 2
-    y, x = rng.uniform(margin, size - margin, 2)
-    heading = rng.uniform(0, 2 * math.pi)
-    points = [(y, x)]
-    for _ in range(n_paddles):
-        heading += rng.uniform(-max_turn, max_turn)
-        for _ in range(int(4 * paddle)):  # stamp small steps along the paddle
-            y += math.sin(heading) * paddle / int(4 * paddle)
-            x += math.cos(heading) * paddle / int(4 * paddle)
-            if not (1 <= y < size - 1 and 1 <= x < size - 1):
-                return None
-            _disc(canvas, y, x, thickness)
-        points.append((y, x))
-    return canvas, points[0], points[-1]
+    y0, x0 = rng.uniform(margin, size - margin, 2)
+    headings = rng.uniform(0, 2 * math.pi) + np.cumsum(rng.uniform(-max_turn, max_turn, n_paddles))
+    sub = int(4 * paddle)
+    step_heading = np.repeat(headings, sub)
+    ys = y0 + np.cumsum(np.sin(step_heading) * (paddle / sub))
+    xs = x0 + np.cumsum(np.cos(step_heading) * (paddle / sub))
+    if not ((ys >= 1) & (ys < size - 1) & (xs >= 1) & (xs < size - 1)).all():
+        return None
+    canvas = np.zeros((size, size), bool)
+    canvas[_disc_pixels(ys, xs, thickness, size)] = True
+    return canvas, (y0, x0), (float(ys[-1]), float(xs[-1]))
 
 
 def _dilate(mask):
@@ -280,6 +288,12 @@ def save_grid(images: np.ndarray, labels: np.ndarray, path: str, columns: int = 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def save_sample_grid(root: str, n: int = 16) -> str:
+    """``root/samples.png``: the first ``n`` images of a generated or released set."""
+    paths, labels = read_release(root)
+    return save_grid(load_pixels(paths[:n]), labels[:n], os.path.join(root, "samples.png"))
 
 
 class PathX(Pathfinder):

@@ -35,11 +35,13 @@ def prepare(
         where = listops.write_release(data_dir, sizes)
     elif task == "listops-small":  # LRA-small: shorter expressions, fewer of them
         where = listops.write_release(
-            data_dir, _split_sizes(n_examples or 6000), min_len=30, max_len=250
+            data_dir, _split_sizes(n_examples or 20_000), min_len=30, max_len=250
         )
     elif task in ("pathfinder", "pathx"):
         resolution = 128 if task == "pathx" else resolution
         where = pathfinder.generate(data_dir, n_examples or 200_000, resolution, difficulty)
+        grid = pathfinder.save_sample_grid(where)
+        return f"{task}: ready in {where} (look at a sample: {grid})"
     elif task in ("text", "image"):
         name = "imdb_reviews" if task == "text" else "cifar10"
         builder = _tfds().builder(name, data_dir=data_dir, file_format="array_record")

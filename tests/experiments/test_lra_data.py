@@ -114,14 +114,18 @@ def flood_connected(image: np.ndarray, start, goal) -> bool:
     return tuple(goal) in seen
 
 
-def test_pathfinder_labels_are_marker_connectivity():
-    rng = np.random.default_rng(0)
+@pytest.mark.parametrize(
+    "size,difficulty",
+    [(32, "curv_baseline"), (32, "curv_contour_length_14"), (128, "curv_contour_length_14")],
+)
+def test_pathfinder_labels_are_marker_connectivity(size, difficulty):
+    rng = np.random.default_rng(size)
     labels = []
-    for i in range(24):
+    for i in range(60 if size == 32 else 12):
         image, label, (m1, m2) = pathfinder.make_image(
-            rng, 32, 14, label=i % 2, return_markers=True
+            rng, size, pathfinder.DIFFICULTIES[difficulty], label=i % 2, return_markers=True
         )
-        assert image.shape == (32, 32) and image.dtype == np.uint8
+        assert image.shape == (size, size) and image.dtype == np.uint8
         assert image[m1] == image[m2] == 255
         assert flood_connected(image, m1, m2) == bool(label)
         labels.append(label)
@@ -140,6 +144,17 @@ def test_pathfinder_release_layout(tmp_path):
     batch = task.batch("train", 0, 4, seed=0)
     assert batch["inputs"].shape == (4, 1024, 1) and batch["inputs"].max() <= 1.0
     assert task.spec.d_input == 1 and task.spec.n_classes == 2
+
+
+def test_pathfinder_data_command_writes_a_sample_grid(tmp_path):
+    from experiments.lra.prepare import prepare
+
+    message = prepare("pathfinder", str(tmp_path), difficulty="curv_baseline", n_examples=6)
+    grid = os.path.join(str(tmp_path), "pathfinder32", "curv_baseline", "samples.png")
+    assert grid in message
+    from PIL import Image
+
+    assert Image.open(grid).size[0] > 200  # a rendered figure, not an empty file
 
 
 def test_retrieval_reads_the_aan_tsv(tmp_path):

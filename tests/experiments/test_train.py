@@ -269,3 +269,40 @@ def test_a_causal_task_refuses_a_bidirectional_model_in_one_line(tmp_path):
     with pytest.raises(train_lib.TrainingError, match="causal") as caught:
         train_lib.train(config, str(tmp_path))
     assert "\n" not in str(caught.value)
+
+
+def test_best_carries_the_test_split_evaluated_on_the_best_parameters(tmp_path):
+    """``best`` holds test loss/accuracy of the best-validation checkpoint (the LRA number)."""
+    from experiments import checkpoint
+
+    config = tiny_config(**{"train.steps": 6, "train.tensorboard": False})
+    task, model = TinyTask("classify"), TinyModel("classify")
+    results = train_lib.train(config, str(tmp_path), model=model, task=task)
+    best = results["best"]
+    ckpts = checkpoint.Checkpoints(str(tmp_path / "checkpoints"), keep=2)
+    try:
+        assert ckpts.best_step() == best["step"]
+        params = ckpts.load(best["step"])["params"]
+    finally:
+        ckpts.close()
+    # Recomputed independently: test batches through the model, NumPy cross-entropy.
+    ce = correct = weight = 0.0
+    for step in range(task.eval_steps("test", 4)):
+        batch = task.batch("test", step, 4, config.train.seed)
+        logits = np.asarray(model.apply({"params": params}, batch["inputs"], batch["mask"]))
+        w = batch.get("weight", np.ones(len(batch["targets"]), np.float32))
+        ce += float(np.sum(_ce_numpy(logits, batch["targets"]) * w))
+        correct += float(np.sum((logits.argmax(-1) == batch["targets"]) * w))
+        weight += float(np.sum(w))
+    assert best["test_loss"] == pytest.approx(ce / weight, rel=1e-5)
+    assert best["test_accuracy"] == pytest.approx(correct / weight)
+    # A different split from validation (TinyTask draws them from different seeds).
+    assert best["test_loss"] != pytest.approx(best["eval_loss"], rel=1e-6)
+
+
+def test_test_at_best_false_evaluates_validation_only(tmp_path):
+    config = tiny_config(**{"train.test_at_best": False, "train.tensorboard": False})
+    results = train_lib.train(
+        config, str(tmp_path), model=TinyModel("classify"), task=TinyTask("classify")
+    )
+    assert "eval_accuracy" in results["best"] and "test_accuracy" not in results["best"]
