@@ -73,7 +73,9 @@ def cmd_table(args, flags):
 
     if len(args) != 2 or args[0] != "lra":
         raise ValueError("usage: python run.py table lra <runs dir>")
-    print(lra_table.write_table(args[1], out=flags.out or args[1]))
+    out = flags.out or args[1]
+    print(lra_table.write_table(args[1], out=out))
+    print(f"written: lra_table.md, lra_table.csv and lra_curves.png (if any runs) in {out}")
 
 
 BENCH_LENGTHS = {  # CPU-sized defaults; pass --lengths for GPU-sized runs

@@ -7,7 +7,7 @@ A run counts for (arch, task) from its own ``results.json`` (``config.arch``,
 evaluation with the lowest validation loss (``results["best"]``), which is what LRA papers
 report. A run made with ``train.test_at_best=False`` has no test number: its validation
 accuracy counts instead and the row's source says so. Where several runs share
-(arch, task), the best one counts.
+(arch, task), the one with the best validation accuracy counts (never chosen on test).
 """
 
 from __future__ import annotations
@@ -46,24 +46,27 @@ def collect(runs_dir: str) -> tuple[dict[str, dict[str, float]], dict[str, set[s
         raise FileNotFoundError(f"{runs_dir} is not a directory of runs (each with results.json)")
     scores: dict[str, dict[str, float]] = {}
     on_val: dict[str, set[str]] = {}
-    for path in glob.glob(os.path.join(runs_dir, "**", "results.json"), recursive=True):
+    chosen_val: dict[tuple[str, str], float] = {}  # the run is chosen on validation
+    for path in sorted(glob.glob(os.path.join(runs_dir, "**", "results.json"), recursive=True)):
         with open(path) as f:
             results = json.load(f)
         config = results.get("config") or {}
         task = (config.get("task") or {}).get("name")
         arch = config.get("arch")
         best = results.get("best") or results.get("final") or {}
-        acc = best.get("test_accuracy", best.get("eval_accuracy"))
-        if task not in TASKS or arch is None or acc is None:
+        val = best.get("eval_accuracy")
+        acc = best.get("test_accuracy", val)
+        if task not in TASKS or arch is None or val is None:
             continue
-        cell = scores.setdefault(arch, {})
-        if 100.0 * float(acc) > cell.get(task, -1.0):
-            cell[task] = 100.0 * float(acc)
-            tasks_on_val = on_val.setdefault(arch, set())
-            if "test_accuracy" in best:
-                tasks_on_val.discard(task)
-            else:
-                tasks_on_val.add(task)
+        if float(val) <= chosen_val.get((arch, task), -1.0):
+            continue
+        chosen_val[arch, task] = float(val)
+        scores.setdefault(arch, {})[task] = 100.0 * float(acc)
+        tasks_on_val = on_val.setdefault(arch, set())
+        if "test_accuracy" in best:
+            tasks_on_val.discard(task)
+        else:
+            tasks_on_val.add(task)
     return scores, on_val
 
 
@@ -119,9 +122,29 @@ def rows(scores: dict[str, dict[str, float]], on_val: dict[str, set[str]] | None
     return out
 
 
+def run_dirs(runs_dir: str) -> dict[str, dict[str, str]]:
+    """``{task: {"arch (run dir)": run dir}}`` for every LRA run under ``runs_dir``."""
+    out: dict[str, dict[str, str]] = {}
+    for path in sorted(glob.glob(os.path.join(runs_dir, "**", "results.json"), recursive=True)):
+        with open(path) as f:
+            config = json.load(f).get("config") or {}
+        task = (config.get("task") or {}).get("name")
+        if task in TASKS and config.get("arch"):
+            workdir = os.path.dirname(path)
+            label = f"{config['arch']} ({os.path.relpath(workdir, runs_dir)})"
+            out.setdefault(HEADERS[TASKS.index(task)], {})[label] = workdir
+    return out
+
+
 def write_table(runs_dir: str, out: str) -> str:
-    """Write ``lra_table.md`` and ``lra_table.csv`` into ``out``; return the Markdown."""
+    """Write ``lra_table.md``, ``lra_table.csv`` and, when there are runs, the accuracy
+    against training time plot ``lra_curves.png`` into ``out``; return the Markdown."""
+    from experiments import plots  # deferred: matplotlib
+
     table_rows = rows(*collect(runs_dir))
+    panels = run_dirs(runs_dir)
+    if panels:
+        plots.accuracy_vs_time(panels, os.path.join(out, "lra_curves.png"))
     columns = ("model", *HEADERS, "Avg", "source")
     os.makedirs(out, exist_ok=True)
     text = tables.markdown(table_rows, columns)

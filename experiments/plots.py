@@ -33,6 +33,42 @@ def learning_curves(runs: Mapping[str, str], path: str) -> str:
     return _save(fig, path)
 
 
+def train_minutes(records: list[dict]) -> dict[int, float]:
+    """Cumulative training time in minutes at each logged step (evaluation excluded).
+
+    Each train line carries the mean ``step_time`` of the steps since the previous line.
+    """
+    lines_ = sorted((r for r in records if "step_time" in r), key=lambda r: r["step"])
+    out, total, previous = {}, 0.0, 0
+    for r in lines_:
+        total += r["step_time"] * (r["step"] - previous)
+        previous = r["step"]
+        out[r["step"]] = total / 60.0
+    return out
+
+
+def accuracy_vs_time(panels: Mapping[str, Mapping[str, str]], path: str) -> str:
+    """Eval accuracy against training minutes: one panel per title (``{title: {label:
+    workdir}}``), one line per run. Compares runs at equal compute, not equal steps."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (title, runs) in zip(axes[0], panels.items(), strict=True):
+        for label, workdir in sorted(runs.items()):
+            records = read_metrics(workdir)
+            minutes = train_minutes(records)
+            points = [
+                (minutes[r["step"]], r["eval_accuracy"])
+                for r in records
+                if "eval_accuracy" in r and r["step"] in minutes
+            ]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
+        ax.set(xlabel="training time (min, evaluation excluded)", ylabel="val accuracy")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def bars(
     labels: Sequence[str], values: Sequence[float], ylabel: str, path: str, title: str = ""
 ) -> str:

@@ -13,12 +13,20 @@ def _run(root, name, arch, task, best):
     folder.mkdir(parents=True)
     results = {"config": {"arch": arch, "task": {"name": task}}, "best": best}
     (folder / "results.json").write_text(json.dumps(results))
+    lines = [
+        {"step": 10, "loss": 2.0, "step_time": 0.6},
+        {"step": 10, "eval_loss": 2.0, "eval_accuracy": 0.2},
+        {"step": 30, "loss": 1.0, "step_time": 1.5},
+        {"step": 30, "eval_loss": 1.5, "eval_accuracy": best["eval_accuracy"]},
+    ]
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
 
 
-def test_table_scores_test_accuracy_at_best_and_marks_validation_only_runs(tmp_path):
+def test_table_scores_test_accuracy_of_the_run_chosen_on_validation(tmp_path):
     runs = tmp_path / "runs"
-    _run(runs, "s4_a", "s4", "listops", {"eval_accuracy": 0.61, "test_accuracy": 0.5})
-    _run(runs, "s4_b", "s4", "listops", {"eval_accuracy": 0.9, "test_accuracy": 0.4})
+    # Of two runs, the one better on validation counts, though its test number is lower.
+    _run(runs, "s4_a", "s4", "listops", {"eval_accuracy": 0.9, "test_accuracy": 0.5})
+    _run(runs, "s4_b", "s4", "listops", {"eval_accuracy": 0.6, "test_accuracy": 0.7})
     _run(runs, "s4_text", "s4", "text", {"eval_accuracy": 0.7})  # made without test eval
     _run(runs, "tf", "transformer", "listops", {"eval_accuracy": 0.3, "test_accuracy": 0.25})
     _run(runs, "other", "s4", "mqar", {"eval_accuracy": 1.0})  # not an LRA task: ignored
@@ -41,6 +49,22 @@ def test_table_scores_test_accuracy_at_best_and_marks_validation_only_runs(tmp_p
     assert table["  vs S4 (latest)"]["Image"] == ""  # no run: no difference
     assert table["transformer (ours)"]["source"] == "this repo (test acc.)"
     assert float(table["Transformer"]["ListOps"]) == pytest.approx(36.37)
+    assert (tmp_path / "out" / "lra_curves.png").stat().st_size > 1000
+    panels = lra_table.run_dirs(str(runs))
+    assert sorted(panels) == ["ListOps", "Text"]  # the mqar run is not an LRA task
+    assert sorted(panels["ListOps"]) == ["s4 (s4_a)", "s4 (s4_b)", "transformer (tf)"]
+
+
+def test_training_minutes_accumulate_step_time_over_each_logged_interval():
+    from experiments.plots import train_minutes
+
+    records = [
+        {"step": 30, "loss": 1.0, "step_time": 1.5},  # order on disk does not matter
+        {"step": 10, "loss": 2.0, "step_time": 0.6},
+        {"step": 10, "eval_accuracy": 0.2},
+    ]
+    minutes = train_minutes(records)
+    assert minutes == {10: pytest.approx(6.0 / 60), 30: pytest.approx((6.0 + 30.0) / 60)}
 
 
 def test_table_of_a_missing_folder_says_so(tmp_path):
