@@ -7,7 +7,8 @@ A run counts for (arch, task) from its own ``results.json`` (``config.arch``,
 evaluation with the lowest validation loss (``results["best"]``), which is what LRA papers
 report. A run made with ``train.test_at_best=False`` has no test number: its validation
 accuracy counts instead and the row's source says so. Where several runs share
-(arch, task), the one with the best validation accuracy counts (never chosen on test).
+(arch, task), the one with the best validation accuracy counts (never chosen on test;
+Text is the exception LRA made: its validation split is its test split).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def collect(runs_dir: str) -> tuple[dict[str, dict[str, float]], dict[str, set[s
         raise FileNotFoundError(f"{runs_dir} is not a directory of runs (each with results.json)")
     scores: dict[str, dict[str, float]] = {}
     on_val: dict[str, set[str]] = {}
-    chosen_val: dict[tuple[str, str], float] = {}  # the run is chosen on validation
+    chosen: dict[tuple[str, str], tuple[float, float]] = {}  # chosen on validation
     for path in sorted(glob.glob(os.path.join(runs_dir, "**", "results.json"), recursive=True)):
         with open(path) as f:
             results = json.load(f)
@@ -58,9 +59,11 @@ def collect(runs_dir: str) -> tuple[dict[str, dict[str, float]], dict[str, set[s
         acc = best.get("test_accuracy", val)
         if task not in TASKS or arch is None or val is None:
             continue
-        if float(val) <= chosen_val.get((arch, task), -1.0):
+        # Higher validation accuracy wins; ties go to the lower validation loss.
+        key = (float(val), -float(best.get("eval_loss", float("inf"))))
+        if (arch, task) in chosen and key <= chosen[arch, task]:
             continue
-        chosen_val[arch, task] = float(val)
+        chosen[arch, task] = key
         scores.setdefault(arch, {})[task] = 100.0 * float(acc)
         tasks_on_val = on_val.setdefault(arch, set())
         if "test_accuracy" in best:
@@ -85,7 +88,7 @@ def _our_source(val_tasks: set[str]) -> str:
     return f"this repo (validation acc. for {names})"
 
 
-def rows(scores: dict[str, dict[str, float]], on_val: dict[str, set[str]] | None = None):
+def rows(scores: dict[str, dict[str, float]], on_val: dict[str, set[str]]) -> list[dict]:
     out = []
     for arch in sorted(scores):
         values = tuple(scores[arch].get(t) for t in TASKS)
@@ -94,7 +97,7 @@ def rows(scores: dict[str, dict[str, float]], on_val: dict[str, set[str]] | None
                 "model": f"{arch} (ours)",
                 **dict(zip(HEADERS, values, strict=True)),
                 "Avg": _avg(values),
-                "source": _our_source((on_val or {}).get(arch, set())),
+                "source": _our_source(on_val.get(arch, set())),
             }
         )
         if arch in COUNTERPART:

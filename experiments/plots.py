@@ -38,9 +38,9 @@ def train_minutes(records: list[dict]) -> dict[int, float]:
 
     Each train line carries the mean ``step_time`` of the steps since the previous line.
     """
-    lines_ = sorted((r for r in records if "step_time" in r), key=lambda r: r["step"])
+    train_lines = sorted((r for r in records if "step_time" in r), key=lambda r: r["step"])
     out, total, previous = {}, 0.0, 0
-    for r in lines_:
+    for r in train_lines:
         total += r["step_time"] * (r["step"] - previous)
         previous = r["step"]
         out[r["step"]] = total / 60.0
@@ -62,7 +62,9 @@ def accuracy_vs_time(panels: Mapping[str, Mapping[str, str]], path: str) -> str:
             ]
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
-        ax.set(xlabel="training time (min, evaluation excluded)", ylabel="val accuracy")
+        ax.set(
+            xlabel="training time (min; compile included, evaluation not)", ylabel="val accuracy"
+        )
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -199,7 +199,7 @@ def evaluate(
 ):
     """Weighted mean loss and accuracy over the first ``n_steps`` batches of ``split``.
 
-    Keys are ``eval_loss`` / ``eval_accuracy`` for "val", ``test_loss`` / ...  for "test".
+    Keys are ``eval_loss`` / ``eval_accuracy`` for "val", ``test_loss`` / ... for "test".
     """
     totals = None
     for step in range(n_steps):
@@ -259,7 +259,7 @@ def train(config, workdir: str, *, model=None, task=None) -> dict:
     except parallel.ShardingError as error:
         raise TrainingError(str(error)) from None
     batch_sharding, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
-    splits = ("val", "test") if tc.test_at_best else ("val",)
+    splits = ("val", "test") if tc.test_at_best and not _test_is_val(task) else ("val",)
     eval_steps = {split: tc.eval_steps or task.eval_steps(split, tc.batch_size) for split in splits}
 
     os.makedirs(workdir, exist_ok=True)
@@ -300,6 +300,11 @@ def train(config, workdir: str, *, model=None, task=None) -> dict:
         loop = _Loop(config, task, train_step, eval_step, ckpts, writer, batch_sharding, eval_steps)
         loop.wall_offset = record.get("wall_time_s", 0.0) - wall_start
         state, last = loop.run(state, start, record)
+        if tc.test_at_best and loop.best is not None and "test_accuracy" not in loop.best:
+            # Resumed from a run made without test evaluation: score its best checkpoint.
+            ckpts.wait()
+            best_state, _ = ckpts.restore(loop.best["step"], state)
+            loop.best = {**loop.best, **loop.test_metrics(best_state.params, loop.best)}
         wall = loop.wall_time()
         results = {
             "config": config.to_dict(),
@@ -358,6 +363,18 @@ class _Loop:
             split,
         )
 
+    def test_metrics(self, params, eval_metrics: dict) -> dict:
+        """``test_loss`` / ``test_accuracy`` of ``params`` ({} when switched off)."""
+        if not self.tc.test_at_best:
+            return {}
+        if _test_is_val(self.task):  # the same examples: no second pass
+            return {
+                "test_" + k[len("eval_") :]: v
+                for k, v in eval_metrics.items()
+                if k.startswith("eval_")
+            }
+        return self._evaluate(params, "test")
+
     def run(self, state, start: int, record: dict):
         tc = self.tc
         self.best = record.get("best")
@@ -400,7 +417,7 @@ class _Loop:
                     )
                     if improved:
                         # The papers' number: test accuracy at the best validation checkpoint.
-                        test = self._evaluate(state.params, "test") if tc.test_at_best else {}
+                        test = self.test_metrics(state.params, eval_metrics)
                         self.best = {"step": done, **eval_metrics, **test}
                     due_ckpt = due_ckpt or improved
                 if due_ckpt:
@@ -427,6 +444,10 @@ class _Loop:
             f"{self.ckpts.directory}. Lower train.lr, raise train.warmup_steps, or use "
             "float32 compute."
         )
+
+
+def _test_is_val(task) -> bool:
+    return bool(getattr(task, "test_is_val", False))
 
 
 def _stack(dicts: list[dict]) -> dict[str, np.ndarray]:

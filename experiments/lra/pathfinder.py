@@ -64,6 +64,8 @@ def _contour(rng, size, n_paddles, paddle, thickness, max_turn=math.pi / 5):
     The heading turns by a uniform angle in [-max_turn, max_turn] at every joint; each
     paddle is stamped as ``4 * paddle`` small steps (whole arrays: no per-pixel loop).
     """
+    if n_paddles < 1:
+        raise ValueError(f"a contour needs at least one paddle, got n_paddles={n_paddles}")
     margin = paddle + 2
     y0, x0 = rng.uniform(margin, size - margin, 2)
     headings = rng.uniform(0, 2 * math.pi) + np.cumsum(rng.uniform(-max_turn, max_turn, n_paddles))
@@ -136,22 +138,33 @@ def make_image(
 
 def _folder_job(args):
     root, folder, start, count, size, n_paddles, seed = args
-    rng = np.random.default_rng([seed, folder])
+    meta = os.path.join(root, "metadata", f"{folder}.npy")
     img_dir = os.path.join(root, "imgs", str(folder))
+    if _folder_done(meta, img_dir, count):  # cached: a re-run only makes what is missing
+        return count
+    rng = np.random.default_rng([seed, folder])
     os.makedirs(img_dir, exist_ok=True)
     lines = []
     for i in range(start, start + count):
         image, label = make_image(rng, size, n_paddles, label=i % 2)
         name = f"sample_{i}.png"
         path = os.path.join(img_dir, name)
-        if not os.path.exists(path):  # cached: re-running only fills what is missing
+        if not os.path.exists(path):
             _write_png(path, image)
         lines.append(f"imgs/{folder} {name} {i} {label} {size} {n_paddles}\n")
-    meta = os.path.join(root, "metadata", f"{folder}.npy")
     with open(meta + ".tmp", "w") as f:
         f.writelines(lines)
     os.replace(meta + ".tmp", meta)
     return count
+
+
+def _folder_done(meta: str, img_dir: str, count: int) -> bool:
+    """The metadata is written last, so a complete one means the folder is finished."""
+    if not os.path.exists(meta):
+        return False
+    with open(meta) as f:
+        names = [line.split()[1] for line in f if line.strip()]
+    return len(names) == count and all(os.path.exists(os.path.join(img_dir, n)) for n in names)
 
 
 def _write_png(path, image):

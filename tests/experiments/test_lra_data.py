@@ -129,7 +129,45 @@ def test_pathfinder_labels_are_marker_connectivity(size, difficulty):
         assert image[m1] == image[m2] == 255
         assert flood_connected(image, m1, m2) == bool(label)
         labels.append(label)
-    assert np.mean(labels) == 0.5
+    assert len(labels) == (60 if size == 32 else 12)
+
+
+def _contour_step_by_step(rng, size, n_paddles, paddle, thickness, max_turn=np.pi / 5):
+    """The contour recipe as a plain loop: one disc per small step (the test's reference)."""
+    margin = paddle + 2
+    y, x = rng.uniform(margin, size - margin, 2)
+    start, heading = (y, x), rng.uniform(0, 2 * np.pi)
+    turns = rng.uniform(-max_turn, max_turn, n_paddles)
+    canvas, sub, r = np.zeros((size, size), bool), int(4 * paddle), max(thickness, 0.5)
+    k = int(np.ceil(r))
+    for turn in turns:
+        heading += turn
+        for _ in range(sub):
+            y += np.sin(heading) * paddle / sub
+            x += np.cos(heading) * paddle / sub
+            if not (1 <= y < size - 1 and 1 <= x < size - 1):
+                return None
+            cy, cx = round(y), round(x)
+            for py in range(cy - k, cy + k + 1):
+                for px in range(cx - k, cx + k + 1):
+                    inside = 0 <= py < size and 0 <= px < size
+                    if inside and (py - cy) ** 2 + (px - cx) ** 2 <= r * r:
+                        canvas[py, px] = True
+    return canvas, start, (y, x)
+
+
+def test_pathfinder_contour_matches_the_step_by_step_reference():
+    drawn = 0
+    for seed in range(40):
+        got = pathfinder._contour(np.random.default_rng(seed), 32, 14, 2.0, 0.5)
+        want = _contour_step_by_step(np.random.default_rng(seed), 32, 14, 2.0, 0.5)
+        assert (got is None) == (want is None), seed
+        if got is not None:
+            drawn += 1
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_allclose(got[1], want[1])
+            np.testing.assert_allclose(got[2], want[2], atol=1e-9)
+    assert drawn >= 5  # enough contours stay inside the image to compare
 
 
 def test_pathfinder_release_layout(tmp_path):
@@ -146,7 +184,7 @@ def test_pathfinder_release_layout(tmp_path):
     assert task.spec.d_input == 1 and task.spec.n_classes == 2
 
 
-def test_pathfinder_data_command_writes_a_sample_grid(tmp_path):
+def test_pathfinder_data_command_writes_a_sample_grid_and_caches(tmp_path, monkeypatch):
     from experiments.lra.prepare import prepare
 
     message = prepare("pathfinder", str(tmp_path), difficulty="curv_baseline", n_examples=6)
@@ -154,7 +192,17 @@ def test_pathfinder_data_command_writes_a_sample_grid(tmp_path):
     assert grid in message
     from PIL import Image
 
-    assert Image.open(grid).size[0] > 200  # a rendered figure, not an empty file
+    pixels = np.asarray(Image.open(grid).convert("L"))
+    assert pixels.shape[1] > 200 and pixels.std() > 10  # a rendered figure, not blank
+
+    def no_new_images(*args, **kwargs):
+        raise AssertionError("a finished folder was generated again")
+
+    monkeypatch.setattr(pathfinder, "make_image", no_new_images)
+    prepare("pathfinder", str(tmp_path), difficulty="curv_baseline", n_examples=6)  # cached
+    os.remove(os.path.join(os.path.dirname(grid), "imgs", "0", "sample_5.png"))
+    with pytest.raises(AssertionError, match="generated again"):  # incomplete: redone
+        prepare("pathfinder", str(tmp_path), difficulty="curv_baseline", n_examples=6)
 
 
 def test_retrieval_reads_the_aan_tsv(tmp_path):

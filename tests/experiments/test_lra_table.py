@@ -28,7 +28,15 @@ def test_table_scores_test_accuracy_of_the_run_chosen_on_validation(tmp_path):
     _run(runs, "s4_a", "s4", "listops", {"eval_accuracy": 0.9, "test_accuracy": 0.5})
     _run(runs, "s4_b", "s4", "listops", {"eval_accuracy": 0.6, "test_accuracy": 0.7})
     _run(runs, "s4_text", "s4", "text", {"eval_accuracy": 0.7})  # made without test eval
-    _run(runs, "tf", "transformer", "listops", {"eval_accuracy": 0.3, "test_accuracy": 0.25})
+    # Equal validation accuracy: the lower validation loss wins, and its test number counts.
+    _run(runs, "a_tf_old", "transformer", "listops", {"eval_accuracy": 0.3, "eval_loss": 2.0})
+    _run(
+        runs,
+        "tf",
+        "transformer",
+        "listops",
+        {"eval_accuracy": 0.3, "eval_loss": 1.5, "test_accuracy": 0.25},
+    )
     _run(runs, "other", "s4", "mqar", {"eval_accuracy": 1.0})  # not an LRA task: ignored
 
     scores, on_val = lra_table.collect(str(runs))
@@ -52,7 +60,12 @@ def test_table_scores_test_accuracy_of_the_run_chosen_on_validation(tmp_path):
     assert (tmp_path / "out" / "lra_curves.png").stat().st_size > 1000
     panels = lra_table.run_dirs(str(runs))
     assert sorted(panels) == ["ListOps", "Text"]  # the mqar run is not an LRA task
-    assert sorted(panels["ListOps"]) == ["s4 (s4_a)", "s4 (s4_b)", "transformer (tf)"]
+    assert sorted(panels["ListOps"]) == [
+        "s4 (s4_a)",
+        "s4 (s4_b)",
+        "transformer (a_tf_old)",  # read first, then replaced by "tf" (lower val loss)
+        "transformer (tf)",
+    ]
 
 
 def test_training_minutes_accumulate_step_time_over_each_logged_interval():

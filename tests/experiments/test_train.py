@@ -271,38 +271,78 @@ def test_a_causal_task_refuses_a_bidirectional_model_in_one_line(tmp_path):
     assert "\n" not in str(caught.value)
 
 
-def test_best_carries_the_test_split_evaluated_on_the_best_parameters(tmp_path):
-    """``best`` holds test loss/accuracy of the best-validation checkpoint (the LRA number)."""
-    from experiments import checkpoint
-
-    config = tiny_config(**{"train.steps": 6, "train.tensorboard": False})
-    task, model = TinyTask("classify"), TinyModel("classify")
-    results = train_lib.train(config, str(tmp_path), model=model, task=task)
-    best = results["best"]
-    ckpts = checkpoint.Checkpoints(str(tmp_path / "checkpoints"), keep=2)
-    try:
-        assert ckpts.best_step() == best["step"]
-        params = ckpts.load(best["step"])["params"]
-    finally:
-        ckpts.close()
-    # Recomputed independently: test batches through the model, NumPy cross-entropy.
+def _test_metrics_numpy(model, params, task, batch_size, seed):
+    """Test loss and accuracy recomputed outside the training loop, in NumPy."""
     ce = correct = weight = 0.0
-    for step in range(task.eval_steps("test", 4)):
-        batch = task.batch("test", step, 4, config.train.seed)
+    for step in range(task.eval_steps("test", batch_size)):
+        batch = task.batch("test", step, batch_size, seed)
         logits = np.asarray(model.apply({"params": params}, batch["inputs"], batch["mask"]))
         w = batch.get("weight", np.ones(len(batch["targets"]), np.float32))
         ce += float(np.sum(_ce_numpy(logits, batch["targets"]) * w))
         correct += float(np.sum((logits.argmax(-1) == batch["targets"]) * w))
         weight += float(np.sum(w))
-    assert best["test_loss"] == pytest.approx(ce / weight, rel=1e-5)
-    assert best["test_accuracy"] == pytest.approx(correct / weight)
-    # A different split from validation (TinyTask draws them from different seeds).
-    assert best["test_loss"] != pytest.approx(best["eval_loss"], rel=1e-6)
+    return ce / weight, correct / weight
 
 
-def test_test_at_best_false_evaluates_validation_only(tmp_path):
-    config = tiny_config(**{"train.test_at_best": False, "train.tensorboard": False})
-    results = train_lib.train(
-        config, str(tmp_path), model=TinyModel("classify"), task=TinyTask("classify")
+def _best_params(workdir, step):
+    from experiments import checkpoint
+
+    ckpts = checkpoint.Checkpoints(str(workdir / "checkpoints"), keep=2)
+    try:
+        assert ckpts.best_step() == step
+        return ckpts.load(step)["params"]
+    finally:
+        ckpts.close()
+
+
+def test_best_carries_the_test_split_evaluated_on_the_best_parameters(tmp_path, monkeypatch):
+    """``best`` holds test loss/accuracy of the best-validation checkpoint (the LRA number),
+    not of the last parameters: validation is made to improve only at step 4 of 6."""
+    real_evaluate, val_losses, splits = train_lib.evaluate, iter([1.0, 0.5, 0.9]), []
+
+    def evaluate(*args, **kwargs):
+        out = real_evaluate(*args, **kwargs)
+        splits.append(args[-1] if len(args) > 7 else kwargs.get("split", "val"))
+        if splits[-1] == "val":
+            out["eval_loss"] = next(val_losses)
+        return out
+
+    monkeypatch.setattr(train_lib, "evaluate", evaluate)
+    config = tiny_config(**{"train.steps": 6, "train.tensorboard": False})
+    task, model = TinyTask("classify"), TinyModel("classify")
+    best = train_lib.train(config, str(tmp_path), model=model, task=task)["best"]
+    assert best["step"] == 4 and best["eval_loss"] == 0.5
+    assert splits == ["val", "test", "val", "test", "val"]  # test only on improvement
+    loss, accuracy = _test_metrics_numpy(
+        model, _best_params(tmp_path, 4), task, 4, config.train.seed
     )
-    assert "eval_accuracy" in results["best"] and "test_accuracy" not in results["best"]
+    assert best["test_loss"] == pytest.approx(loss, rel=1e-5)
+    assert best["test_accuracy"] == pytest.approx(accuracy)
+
+
+def test_a_resumed_run_without_test_numbers_scores_its_best_checkpoint(tmp_path):
+    task, model = TinyTask("classify"), TinyModel("classify")
+    config = tiny_config(**{"train.test_at_best": False, "train.tensorboard": False})
+    first = train_lib.train(config, str(tmp_path), model=model, task=task)["best"]
+    assert "eval_accuracy" in first and "test_accuracy" not in first
+    config = tiny_config(**{"train.tensorboard": False})  # same run, test evaluation on
+    best = train_lib.train(config, str(tmp_path), model=model, task=task)["best"]
+    assert best["step"] == first["step"]
+    loss, accuracy = _test_metrics_numpy(
+        model, _best_params(tmp_path, best["step"]), task, 4, config.train.seed
+    )
+    assert best["test_loss"] == pytest.approx(loss, rel=1e-5)
+    assert best["test_accuracy"] == pytest.approx(accuracy)
+
+
+class _TestIsVal(TinyTask):
+    test_is_val = True
+
+
+def test_a_task_whose_test_split_is_its_validation_split_is_evaluated_once(tmp_path):
+    config = tiny_config(**{"train.tensorboard": False})
+    best = train_lib.train(
+        config, str(tmp_path), model=TinyModel("classify"), task=_TestIsVal("classify")
+    )["best"]
+    assert best["test_loss"] == best["eval_loss"]
+    assert best["test_accuracy"] == best["eval_accuracy"]
