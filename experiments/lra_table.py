@@ -38,26 +38,29 @@ PUBLISHED: dict[str, tuple[tuple[float | None, ...], str]] = {
 COUNTERPART = {"transformer": "Transformer", "s4": "S4 (latest)", "s4d": "S4D-LegS", "rwkv": "RWKV"}
 
 
-def collect(runs_dir: str) -> tuple[dict[str, dict[str, float]], dict[str, set[str]]]:
-    """``({arch: {task: accuracy in %}}, {arch: tasks scored on validation})``.
-
-    Reads every results.json under ``runs_dir``.
-    """
+def _lra_runs(runs_dir: str):
+    """``(workdir, arch, task, results)`` of every LRA run under ``runs_dir``, in path order."""
     if not os.path.isdir(runs_dir):
         raise FileNotFoundError(f"{runs_dir} is not a directory of runs (each with results.json)")
-    scores: dict[str, dict[str, float]] = {}
-    on_val: dict[str, set[str]] = {}
-    chosen: dict[tuple[str, str], tuple[float, float]] = {}  # chosen on validation
     for path in sorted(glob.glob(os.path.join(runs_dir, "**", "results.json"), recursive=True)):
         with open(path) as f:
             results = json.load(f)
         config = results.get("config") or {}
         task = (config.get("task") or {}).get("name")
-        arch = config.get("arch")
+        if task in TASKS and config.get("arch"):
+            yield os.path.dirname(path), config["arch"], task, results
+
+
+def collect(runs_dir: str) -> tuple[dict[str, dict[str, float]], dict[str, set[str]]]:
+    """``({arch: {task: accuracy in %}}, {arch: tasks scored on validation})``."""
+    scores: dict[str, dict[str, float]] = {}
+    on_val: dict[str, set[str]] = {}
+    chosen: dict[tuple[str, str], tuple[float, float]] = {}  # chosen on validation
+    for _, arch, task, results in _lra_runs(runs_dir):
         best = results.get("best") or results.get("final") or {}
         val = best.get("eval_accuracy")
         acc = best.get("test_accuracy", val)
-        if task not in TASKS or arch is None or val is None:
+        if val is None:
             continue
         # Higher validation accuracy wins; ties go to the lower validation loss.
         key = (float(val), -float(best.get("eval_loss", float("inf"))))
@@ -128,14 +131,9 @@ def rows(scores: dict[str, dict[str, float]], on_val: dict[str, set[str]]) -> li
 def run_dirs(runs_dir: str) -> dict[str, dict[str, str]]:
     """``{task: {"arch (run dir)": run dir}}`` for every LRA run under ``runs_dir``."""
     out: dict[str, dict[str, str]] = {}
-    for path in sorted(glob.glob(os.path.join(runs_dir, "**", "results.json"), recursive=True)):
-        with open(path) as f:
-            config = json.load(f).get("config") or {}
-        task = (config.get("task") or {}).get("name")
-        if task in TASKS and config.get("arch"):
-            workdir = os.path.dirname(path)
-            label = f"{config['arch']} ({os.path.relpath(workdir, runs_dir)})"
-            out.setdefault(HEADERS[TASKS.index(task)], {})[label] = workdir
+    for workdir, arch, task, _ in _lra_runs(runs_dir):
+        label = f"{arch} ({os.path.relpath(workdir, runs_dir)})"
+        out.setdefault(HEADERS[TASKS.index(task)], {})[label] = workdir
     return out
 
 

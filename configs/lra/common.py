@@ -173,7 +173,8 @@ def _small(config, task: str) -> None:
     Sized so that the slowest architecture (Mamba's sequential scan on CPU) trains in
     about 20 minutes: ListOps of 30-250 tokens (``run.py data listops-small``: 18,000
     training, 1,000 validation and 1,000 test examples), batch 16, 2000 steps. The
-    README also gives each architecture the same 20 minutes instead (steps overridden).
+    README also gives each architecture about the same time (18-19 minutes, steps
+    overridden).
     """
     config.model.d_model = 64
     config.model.n_layers = 4
