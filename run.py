@@ -3,7 +3,7 @@
     python run.py                                   # main job: every family on MQAR (CPU)
     python run.py train --config configs/synthetic/mqar.py:mamba --workdir runs/mqar_mamba
     python run.py train --config configs/lra/listops.py:s4 --config.train.steps=100 --workdir runs/x
-    python run.py eval --workdir runs/mqar_mamba   # re-evaluate a finished (or interrupted) run
+    python run.py eval --workdir runs/mqar_mamba --checkpoint best --split test  # read-only
     python run.py compare --config configs/synthetic/mqar.py --archs transformer,mamba
     python run.py data listops                      # prepare a data set (see `python run.py data`)
     python run.py table lra runs/lra                # ours beside the published numbers
@@ -12,7 +12,9 @@
 Add --traceback to see the full Python traceback of an error.
 """
 
+import functools
 import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -20,6 +22,9 @@ from ml_collections import config_flags
 from experiments import cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# --config.model.* / --config.task.options.* may name keys the config file does not set
+# (mixer and task options); they are applied after the file loads, not by config_flags.
+sys.argv, FREE_FORM = cli.split_free_form(sys.argv)
 
 config_flags.DEFINE_config_file(
     "config",
@@ -35,6 +40,9 @@ flags.DEFINE_integer("resolution", 32, "Pathfinder resolution for `data pathfind
 flags.DEFINE_string("difficulty", "curv_contour_length_14", "Pathfinder difficulty.")
 flags.DEFINE_integer("n_examples", None, "How many examples `data` generates (task default).")
 flags.DEFINE_list("lengths", None, "Sequence lengths for `bench`.")
+flags.DEFINE_enum("split", "val", ["val", "test"], "Split for `eval`.")
+flags.DEFINE_string("checkpoint", "best", "Checkpoint for `eval`: best, latest or a step.")
+flags.DEFINE_string("name", None, "Name of the `eval` result (eval/<name>.json).")
 flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
 
 
@@ -43,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    app.run(main, flags_parser=functools.partial(cli.parse_flags, free=FREE_FORM))

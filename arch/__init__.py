@@ -1,22 +1,28 @@
 """Flax Linen modules: mixers, blocks, backbones, heads and the registry.
 
-Public entry points: ``arch.ARCHS``, ``arch.build``, ``arch.count_params`` and
-``arch.param_labels``. They are loaded on first use, so that importing one mixer
-module does not import every other one.
+Public entry points: ``arch.ARCHS`` (the registry), ``arch.ArchSpec``,
+``arch.register``, ``arch.build``, ``arch.count_params`` and ``arch.param_rules``.
+They are loaded on first use, so that importing one mixer module does not import
+every other one.
 """
 
 import importlib
 
 _EXPORTS = {
     "ARCHS": "arch.registry",
+    "ArchSpec": "arch.registry",
+    "register": "arch.registry",
     "build": "arch.registry",
     "count_params": "arch.utils",
-    "param_labels": "arch.labels",
+    "param_rules": "arch.params",
 }
+_SUBMODULES = ("params", "protocol", "registry")  # arch.params.SSM works without an import
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"arch.{name}")
     raise AttributeError(f"module 'arch' has no attribute {name!r}")

@@ -1,19 +1,26 @@
 """Backbone: input embedding -> stacked blocks -> final norm.
 
 Inputs are token ids (``vocab_size``) or feature vectors (``d_input``, e.g. pixels).
-The backbone follows the mixer protocol; its state is ``{"pos", "layers"}``.
+The backbone follows the mixer protocol; its state is a ``BackboneState``.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax.numpy as jnp
 from flax import linen as nn
 
-from arch.blocks import Block, make_norm
+from arch import params
+from arch.blocks import Block, BlockState, make_norm
 from arch.validate import check_inputs
+
+
+class BackboneState(NamedTuple):
+    pos: jnp.ndarray  # int32 scalar: tokens consumed so far (learned positions index it)
+    layers: tuple[BlockState, ...]  # one per block
 
 
 class Backbone(nn.Module):
@@ -31,6 +38,10 @@ class Backbone(nn.Module):
     final_norm: bool = True
     pos_emb: str = "none"  # "learned": absolute positions added to the embedding
     max_len: int = 2048
+
+    def param_rules(self) -> dict:
+        """Learned positions are not weight-decayed, like the embedding."""
+        return {"positions": params.NO_DECAY} if self.pos_emb == "learned" else {}
 
     def setup(self):
         if (self.vocab_size is None) == (self.d_input is None):
@@ -93,27 +104,27 @@ class Backbone(nn.Module):
             x = block(x, train=train)
         return self._finish(x)
 
-    def init_state(self, batch_size: int):
-        return {
-            "pos": jnp.zeros((), jnp.int32),
-            "layers": tuple(block.init_state(batch_size) for block in self.blocks),
-        }
+    def init_state(self, batch_size: int) -> BackboneState:
+        return BackboneState(
+            pos=jnp.zeros((), jnp.int32),
+            layers=tuple(block.init_state(batch_size) for block in self.blocks),
+        )
 
-    def step(self, state, inputs_t):
+    def step(self, state: BackboneState, inputs_t):
         check_inputs(inputs_t, vocab_size=self.vocab_size, d_input=self.d_input, per_token=True)
-        x = self._embed(inputs_t[:, None], state["pos"], 1)[:, 0]
+        x = self._embed(inputs_t[:, None], state.pos, 1)[:, 0]
         layers = []
-        for block, s in zip(self.blocks, state["layers"], strict=True):
+        for block, s in zip(self.blocks, state.layers, strict=True):
             s, x = block.step(s, x)
             layers.append(s)
-        return {"pos": state["pos"] + 1, "layers": tuple(layers)}, self._finish(x)
+        return BackboneState(state.pos + 1, tuple(layers)), self._finish(x)
 
-    def prefill(self, state, inputs):
+    def prefill(self, state: BackboneState, inputs):
         check_inputs(inputs, vocab_size=self.vocab_size, d_input=self.d_input, per_token=False)
         length = inputs.shape[1]
-        x = self._embed(inputs, state["pos"], length)
+        x = self._embed(inputs, state.pos, length)
         layers = []
-        for block, s in zip(self.blocks, state["layers"], strict=True):
+        for block, s in zip(self.blocks, state.layers, strict=True):
             s, x = block.prefill(s, x)
             layers.append(s)
-        return {"pos": state["pos"] + length, "layers": tuple(layers)}, self._finish(x)
+        return BackboneState(state.pos + length, tuple(layers)), self._finish(x)

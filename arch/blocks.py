@@ -1,16 +1,24 @@
 """A residual block: norm -> sequence mixer -> norm -> channel mixer.
 
-The block follows the mixer protocol itself (its state is the pair of its two
+The block follows the mixer protocol itself (its state is a ``BlockState`` of its two
 sub-states), so a backbone steps through its blocks exactly as it applies them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from flax import linen as nn
 
+from arch.protocol import NoState
+
 NORMS = {"layer": nn.LayerNorm, "rms": nn.RMSNorm}
+
+
+class BlockState(NamedTuple):
+    mixer: Any  # the sequence mixer's state (e.g. MambaState)
+    channel: Any  # the channel mixer's state (NoState for a position-wise MLP or none)
 
 
 def make_norm(kind: str, eps: float, name: str | None = None) -> nn.Module:
@@ -51,38 +59,38 @@ class Block(nn.Module):
 
     def _forward(self, x, mixer_fn, channel_fn, train):
         mixer_state, x = self._residual(x, self.norm1, mixer_fn, train)
-        channel_state = ()
+        channel_state = NoState()
         if self.channel_factory is not None:
             channel_state, x = self._residual(x, self.norm2, channel_fn, train)
-        return (mixer_state, channel_state), x
+        return BlockState(mixer_state, channel_state), x
 
     def __call__(self, x, *, train: bool = False):
         _, y = self._forward(
             x,
-            lambda h: ((), self.mixer(h, train=train)),
-            lambda h: ((), self.channel_mixer(h, train=train)),
+            lambda h: (None, self.mixer(h, train=train)),
+            lambda h: (None, self.channel_mixer(h, train=train)),
             train,
         )
         return y
 
-    def init_state(self, batch_size: int):
-        channel = () if self.channel_factory is None else self.channel_mixer.init_state(batch_size)
-        return (self.mixer.init_state(batch_size), channel)
+    def init_state(self, batch_size: int) -> BlockState:
+        channel = (
+            NoState() if self.channel_factory is None else self.channel_mixer.init_state(batch_size)
+        )
+        return BlockState(self.mixer.init_state(batch_size), channel)
 
-    def step(self, state, x_t):
-        mixer_state, channel_state = state
+    def step(self, state: BlockState, x_t):
         return self._forward(
             x_t,
-            lambda h: self.mixer.step(mixer_state, h),
-            lambda h: self.channel_mixer.step(channel_state, h),
+            lambda h: self.mixer.step(state.mixer, h),
+            lambda h: self.channel_mixer.step(state.channel, h),
             False,
         )
 
-    def prefill(self, state, x):
-        mixer_state, channel_state = state
+    def prefill(self, state: BlockState, x):
         return self._forward(
             x,
-            lambda h: self.mixer.prefill(mixer_state, h),
-            lambda h: self.channel_mixer.prefill(channel_state, h),
+            lambda h: self.mixer.prefill(state.mixer, h),
+            lambda h: self.channel_mixer.prefill(state.channel, h),
             False,
         )

@@ -1,17 +1,35 @@
 """Position-wise channel mixers (the feed-forward half of a block).
 
-They follow the mixer protocol with an empty state so that a block can treat every
-channel mixer alike; RWKV's ChannelMix (token shift, so a real state) lives in
-``arch.mixers.rwkv``.
+Glossary: ``d_model`` = d_model, ``expand`` = d_ff / d_model (4 in Vaswani et al.
+2017, section 3.3), ``up``/``down`` = W_1/W_2 of FFN(x) = W_2 act(W_1 x + b_1) + b_2.
+
+They follow the mixer protocol with an empty state (``NoState``) so that a block
+treats every channel mixer alike; RWKV's ChannelMix (token shift, so a real state)
+lives in ``arch.mixers.rwkv``.
 """
 
 from __future__ import annotations
 
 from flax import linen as nn
 
+from arch.protocol import NoState
 
-class MLP(nn.Module):
-    """Dense -> GELU -> Dense (the Transformer feed-forward)."""
+
+class PositionWise(nn.Module):
+    """The recurrent methods of a layer that looks at one position at a time."""
+
+    def init_state(self, batch_size: int) -> NoState:
+        return NoState()
+
+    def step(self, state: NoState, x_t):
+        return state, self(x_t)
+
+    def prefill(self, state: NoState, x):
+        return state, self(x)
+
+
+class MLP(PositionWise):
+    """Dense -> GELU -> Dense (the Transformer feed-forward, Vaswani et al. 2017 eq. 2)."""
 
     d_model: int
     layer_id: int = 0
@@ -25,18 +43,9 @@ class MLP(nn.Module):
     def __call__(self, x, *, train: bool = False):
         return self.down(nn.gelu(self.up(x)))
 
-    def init_state(self, batch_size: int):
-        return ()
 
-    def step(self, state, x_t):
-        return state, self(x_t)
-
-    def prefill(self, state, x):
-        return state, self(x)
-
-
-class GLU(nn.Module):
-    """SwiGLU feed-forward (Shazeer 2020): down(silu(gate(x)) * up(x))."""
+class GLU(PositionWise):
+    """SwiGLU feed-forward (Shazeer 2020, eq. 6): down(silu(gate(x)) * up(x))."""
 
     d_model: int
     layer_id: int = 0
@@ -51,12 +60,3 @@ class GLU(nn.Module):
 
     def __call__(self, x, *, train: bool = False):
         return self.down(nn.silu(self.gate(x)) * self.up(x))
-
-    def init_state(self, batch_size: int):
-        return ()
-
-    def step(self, state, x_t):
-        return state, self(x_t)
-
-    def prefill(self, state, x):
-        return state, self(x)

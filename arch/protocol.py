@@ -16,17 +16,47 @@ place of ``x`` and logits in place of ``y``.
 
 Mixer constructor fields shared by every mixer: ``d_model``, ``layer_id`` and
 ``n_layers`` (for depth-dependent initialisation), and ``causal`` where a
-bidirectional form exists. Bidirectional mixers raise ``ValueError`` from ``step``,
-``init_state`` and ``prefill``.
+bidirectional form exists (a mixer with a ``causal`` field *has* a bidirectional form,
+and the registry derives that from the field). Bidirectional mixers raise
+``NotCausalError`` from ``step``, ``init_state`` and ``prefill``.
+
+Optimizer rules: a mixer declares how its own parameters train, next to them, with
+``PARAM_RULES`` (see ``arch.params``); nothing else in the project lists parameter names.
+
+Recurrent states are NamedTuples, so that ``step`` reads as what the state is:
+
+===========================  ==============================================================
+state                        fields
+===========================  ==============================================================
+``NoState``                  none: position-wise channel mixers (MLP, GLU)
+``mixers.rwkv.RWKVState``    ``shift`` (last input), ``wkv`` (``kernels.wkv.WKVState``:
+                             ``num, den, max``)
+``mixers.rwkv.ShiftState``   ``shift``: RWKV's ChannelMix token shift
+``mixers.mamba.MambaState``  ``conv`` (last ``d_conv - 1`` inputs), ``ssm`` ([B, E, N])
+``mixers.s4.S4State``        ``h``: the complex SSM state (S4, S4D)
+``mixers.attention.KVCache`` ``k, v`` ([B, max_len, H, Dh]), ``pos``
+``mixers.aft.*``             AFT-simple: running ``(num, den, max)``; AFT-full: a cache;
+                             AFT-local/conv: last keys/values plus a running sum, ``pos``
+``blocks.BlockState``        ``mixer``, ``channel``: the two sub-states of a block
+``backbone.BackboneState``   ``pos`` (tokens consumed), ``layers`` (one BlockState each)
+===========================  ==============================================================
+
+A state with a ``pos`` field counts the tokens it has consumed (``state._replace(pos=n)``
+moves it, e.g. to benchmark a step with ``n`` tokens of context).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from einops import rearrange
 from flax import linen as nn
+
+
+class NoState(NamedTuple):
+    """The state of a mixer that keeps nothing between tokens (an empty pytree)."""
 
 
 class NotCausalError(ValueError):
@@ -53,8 +83,8 @@ def recurrent_apply(module: nn.Module, params: Any, x: jax.Array, state: Any = N
     def body(carry, x_t):
         return module.apply(params, carry, x_t, method="step")
 
-    state, ys = jax.lax.scan(body, state, jnp.swapaxes(x, 0, 1))
-    return jnp.swapaxes(ys, 0, 1), state
+    state, ys = jax.lax.scan(body, state, rearrange(x, "b l ... -> l b ..."))
+    return rearrange(ys, "l b ... -> b l ..."), state
 
 
 def prefill_then_step(module: nn.Module, params: Any, x: jax.Array, split: int):
@@ -72,3 +102,9 @@ def prefill_then_step(module: nn.Module, params: Any, x: jax.Array, split: int):
 
 def max_abs_diff(a: jax.Array, b: jax.Array) -> float:
     return float(jnp.max(jnp.abs(jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32))))
+
+
+def step_via_prefill(module: nn.Module, state: Any, x_t: jax.Array):
+    """``step`` as a one-token ``prefill``, for mixers whose ``prefill`` runs the recurrence."""
+    state, y = module.prefill(state, x_t[:, None])
+    return state, y[:, 0]

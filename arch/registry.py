@@ -1,14 +1,21 @@
-"""The explicit registry of architectures and ``build``.
+"""The explicit registry of architectures, ``register`` and ``build``.
 
-``ARCHS`` maps a name to an ``ArchSpec``: the sequence mixer class, its default
-options, and the block layout the published architecture uses. ``build`` turns a
-name plus options into a Flax module; bad options fail here, with a sentence.
+``ARCHS`` maps a name to an ``ArchSpec``: everything per-architecture lives there (the
+sequence mixer class and its default options, the block layout the published
+architecture uses, whether it is in the default comparison and benchmarks, and its
+training-recipe defaults per task family). Every other list of architectures in the
+project is derived from ``ARCHS``. A new cell, in ``arch/`` or in a notebook, is one
+``register(name, ArchSpec(MyMixer, ...))`` call; the configs, ``train``, ``compare``,
+``bench`` and the protocol tests then find it by name. ``build`` turns a name plus
+options into a Flax module; bad options fail here, with a sentence.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
+from collections.abc import Mapping
 from typing import Any
 
 from flax import linen as nn
@@ -20,7 +27,8 @@ from arch.mixers.aft import AFTConv, AFTFull, AFTLocal, AFTSimple
 from arch.mixers.attention import Attention
 from arch.mixers.mamba import Mamba
 from arch.mixers.rwkv import RWKVChannelMix, RWKVTimeMix
-from arch.mixers.s4 import S4, S4D
+from arch.mixers.s4 import S4
+from arch.mixers.s4d import S4D
 
 CHANNEL_MIXERS: dict[str, type[nn.Module] | None] = {
     "mlp": MLP,
@@ -29,45 +37,232 @@ CHANNEL_MIXERS: dict[str, type[nn.Module] | None] = {
     "none": None,
 }
 HEADS = ("lm", "classify", "retrieval")
+NORMS = ("layer", "rms")
+
+
+class _FromTask:
+    """A recipe value meaning: the task table's value (the published S4 hyperparameter)."""
+
+    def __repr__(self) -> str:
+        return "FROM_TASK"
+
+
+FROM_TASK = _FromTask()
+
+# The fields a recipe of each task family may set; the required ones must be set.
+RECIPE_FIELDS: dict[str, dict[str, bool]] = {
+    # configs/lra/common.py: lr and weight_decay are required; epochs ({task: n}), model
+    # (mixer options) and published (the row of experiments/lra_table.PUBLISHED that
+    # `run.py table lra` prints beside ours) are optional.
+    "lra": {"lr": True, "weight_decay": True, "epochs": False, "model": False, "published": False},
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class ArchSpec:
+    """One architecture: a sequence mixer in a block layout, plus its recipe defaults.
+
+    - ``mixer``: a Flax module following the mixer protocol (``arch/protocol.py``). It
+      has a bidirectional form iff it has a ``causal`` field.
+    - ``channel``: the channel mixer of each block (a key of ``CHANNEL_MIXERS``);
+      ``norm``, ``prenorm``, ``embed_norm``, ``tie_embeddings``: the block layout.
+    - ``mixer_defaults``: options passed to the mixer unless the caller overrides them.
+    - ``recipes``: per task family (``"lra"``), the training defaults its configs use;
+      see ``RECIPE_FIELDS``. A config of a family the spec has no recipe for stops with
+      a message naming the field to set.
+    - ``in_compare`` / ``in_bench``: part of the default ``run.py compare`` (one per
+      family) and of the default ``run.py bench train|generate``.
+    """
+
     mixer: type[nn.Module]
     channel: str = "mlp"
     norm: str = "layer"
     prenorm: bool = True
     embed_norm: bool = False
     tie_embeddings: bool = False
-    bidirectional_ok: bool = True
-    mixer_defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    mixer_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    recipes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    in_compare: bool = True
+    in_bench: bool = True
     doc: str = ""
 
+    @property
+    def bidirectional_ok(self) -> bool:
+        return "causal" in field_names(self.mixer)
+
+    def validate(self, name: str) -> None:
+        """Catch a malformed spec at ``register`` time rather than at the first build."""
+        if not (isinstance(self.mixer, type) and issubclass(self.mixer, nn.Module)):
+            raise TypeError(f"ArchSpec {name!r}: mixer must be a flax.linen Module class")
+        missing = {"__call__", "init_state", "step", "prefill"} - set(dir(self.mixer))
+        if missing:
+            raise TypeError(
+                f"ArchSpec {name!r}: {self.mixer.__name__} lacks {', '.join(sorted(missing))} "
+                "of the mixer protocol (arch/protocol.py)"
+            )
+        lacking = {"d_model", "layer_id", "n_layers"} - field_names(self.mixer)
+        if lacking:
+            raise TypeError(
+                f"ArchSpec {name!r}: {self.mixer.__name__} needs the fields "
+                f"{', '.join(sorted(lacking))} (d_model: int; layer_id: int = 0; "
+                "n_layers: int = 1), which every block passes to its mixer"
+            )
+        if self.channel not in CHANNEL_MIXERS:
+            raise _unknown(f"channel mixer of {name!r}", self.channel, CHANNEL_MIXERS)
+        if self.norm not in NORMS:
+            raise _unknown(f"norm of {name!r}", self.norm, NORMS)
+        for family, recipe in self.recipes.items():
+            if family not in RECIPE_FIELDS:
+                raise _unknown(f"recipe family of {name!r}", family, RECIPE_FIELDS)
+            unknown = set(recipe) - set(RECIPE_FIELDS[family])
+            if unknown:
+                raise _unknown(
+                    f"{family} recipe field of {name!r}", min(unknown), RECIPE_FIELDS[family]
+                )
+
+    def recipe(self, name: str, family: str) -> dict[str, Any]:
+        """The ``family`` recipe, with every required field present (else a clear error)."""
+        fields = RECIPE_FIELDS[family]
+        recipe = self.recipes.get(family)
+        example = ", ".join(f"{f!r}: ..." for f, required in fields.items() if required)
+        if recipe is None:
+            raise ValueError(
+                f"architecture {name!r} has no {family!r} recipe: register it with "
+                f"ArchSpec(..., recipes={{{family!r}: {{{example}}}}})"
+            )
+        for field, required in fields.items():
+            if required and field not in recipe:
+                raise ValueError(
+                    f"the {family!r} recipe of {name!r} has no {field!r}: set "
+                    f"ArchSpec(..., recipes={{{family!r}: {{{field!r}: ..., ...}}}})"
+                )
+        return dict(recipe)
+
+
+# LRA recipes. S4 and S4D: state-spaces/s4 configs/experiment/lra/s4-*.yaml, per task
+# (the task table in configs/lra/common.py). RWKV: lr 4e-3 of the public RWKV LRA fork
+# (ListOps, 50 epochs; the other tasks reuse its lr on the S4 layout, our choice).
+# Transformer and AFT: the LRA paper's layer counts with AdamW (lr and decay ours; the
+# paper's schedule is Adafactor-era). Mamba: no published LRA recipe; the S4 layout with
+# d_state 16 and lr 2e-3 (our choice).
+_LRA_S4 = {"lr": FROM_TASK, "weight_decay": FROM_TASK, "model": {"d_state": FROM_TASK}}
+_LRA_AFT = {"lr": 5e-4, "weight_decay": 0.01}
 
 ARCHS: dict[str, ArchSpec] = {
-    "transformer": ArchSpec(Attention, channel="mlp", doc="multi-head softmax attention, RoPE"),
-    "aft_full": ArchSpec(AFTFull, doc="AFT-full: learned pairwise position bias, O(T^2)"),
-    "aft_local": ArchSpec(AFTLocal, doc="AFT-local: position bias within a window"),
-    "aft_simple": ArchSpec(AFTSimple, doc="AFT-simple: no position bias"),
-    "aft_conv": ArchSpec(AFTConv, doc="AFT-conv: per-head depthwise convolution bias"),
+    "transformer": ArchSpec(
+        Attention,
+        channel="mlp",
+        recipes={"lra": {**_LRA_AFT, "model": {"n_heads": 8}, "published": "Transformer"}},
+        doc="multi-head softmax attention, RoPE",
+    ),
+    "aft_full": ArchSpec(
+        AFTFull,
+        recipes={"lra": _LRA_AFT},
+        in_compare=False,
+        in_bench=False,  # a dense [max_len, max_len] bias per layer
+        doc="AFT-full: learned pairwise position bias, O(T^2)",
+    ),
+    "aft_local": ArchSpec(
+        AFTLocal,
+        recipes={"lra": _LRA_AFT},
+        in_compare=False,
+        in_bench=False,  # the same dense bias as AFT-full
+        doc="AFT-local: position bias within a window",
+    ),
+    "aft_simple": ArchSpec(
+        AFTSimple, recipes={"lra": _LRA_AFT}, doc="AFT-simple: no position bias"
+    ),
+    "aft_conv": ArchSpec(
+        AFTConv,
+        recipes={"lra": _LRA_AFT},
+        in_compare=False,
+        in_bench=False,  # its parallel form is O(T^2) here (see kernels/aft.py)
+        doc="AFT-conv: per-head depthwise convolution bias",
+    ),
     "rwkv": ArchSpec(
         RWKVTimeMix,
         channel="rwkv",
         embed_norm=True,
-        bidirectional_ok=False,
+        recipes={
+            "lra": {
+                "lr": 4e-3,
+                "weight_decay": FROM_TASK,
+                "epochs": {"listops": 50},
+                "published": "RWKV",
+            }
+        },
         doc="RWKV-4: TimeMix (WKV) + ChannelMix",
     ),
-    "s4": ArchSpec(S4, channel="none", doc="S4: DPLR (HiPPO-LegS NPLR) state space layer"),
-    "s4d": ArchSpec(S4D, channel="none", doc="S4D: diagonal state space layer"),
+    "s4": ArchSpec(
+        S4,
+        channel="none",
+        recipes={"lra": {**_LRA_S4, "published": "S4 (latest)"}},
+        in_compare=False,  # S4D represents the S4 family in the default comparison
+        doc="S4: DPLR (HiPPO-LegS NPLR) state space layer",
+    ),
+    "s4d": ArchSpec(
+        S4D,
+        channel="none",
+        recipes={"lra": {**_LRA_S4, "published": "S4D-LegS"}},
+        doc="S4D: diagonal state space layer",
+    ),
     "mamba": ArchSpec(
         Mamba,
         channel="none",
         norm="rms",
         tie_embeddings=True,
-        bidirectional_ok=False,
+        recipes={"lra": {"lr": 2e-3, "weight_decay": FROM_TASK, "model": {"d_state": 16}}},
         doc="Mamba: selective state space (S6) block",
     ),
 }
+
+
+def register(name: str, spec: ArchSpec, *, replace: bool = False) -> ArchSpec:
+    """Add ``spec`` to ``ARCHS`` under ``name`` (e.g. a cell defined in a notebook).
+
+    Re-registering a name is an error unless ``replace=True`` (re-running a notebook
+    cell that redefines the class).
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"architecture name must be an identifier-like string, got {name!r}")
+    if not isinstance(spec, ArchSpec):
+        raise TypeError(f"register({name!r}, spec): spec must be an arch.ArchSpec, got {spec!r}")
+    if name in ARCHS and not replace:
+        raise ValueError(
+            f"architecture {name!r} is already registered; pass replace=True to redefine it"
+        )
+    spec.validate(name)
+    ARCHS[name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Remove ``name`` (tests and notebooks that clean up after themselves)."""
+    get(name)
+    del ARCHS[name]
+
+
+def get(name: str) -> ArchSpec:
+    """The spec of ``name``; an unknown name is an error listing the registered ones."""
+    if name not in ARCHS:
+        raise _unknown("architecture", name, ARCHS)
+    return ARCHS[name]
+
+
+def names(*, compare: bool = False, bench: bool = False) -> list[str]:
+    """Registered names, in registration order; optionally only the default ones."""
+    return [
+        n for n, s in ARCHS.items() if (not compare or s.in_compare) and (not bench or s.in_bench)
+    ]
+
+
+def _positive_int(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        return operator.index(value) >= 1
+    except TypeError:
+        return False
 
 
 def _unknown(what: str, name: str, valid) -> ValueError:
@@ -105,12 +300,22 @@ def build(
     ``n_heads`` for transformer, ``d_state`` for s4/mamba); an option the mixer does
     not have is an error that lists the ones it has.
     """
-    if isinstance(name, ArchSpec):  # a cell being prototyped, not (yet) in ARCHS
+    if isinstance(name, ArchSpec):  # a spec not (yet) registered
         spec, name = name, name.mixer.__name__
-    elif name in ARCHS:
-        spec = ARCHS[name]
+        spec.validate(name)
     else:
-        raise _unknown("architecture", name, ARCHS)
+        spec = get(name)
+    for field, value in (
+        ("d_model", d_model),
+        ("n_layers", n_layers),
+        ("max_len", max_len),
+        ("vocab_size", vocab_size),
+        ("d_input", d_input),
+    ):
+        if value is not None and not _positive_int(value):
+            raise ValueError(f"{field}={value!r} must be a positive int")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
     if head not in HEADS:
         raise _unknown("head", head, HEADS)
     if pooling not in POOLINGS:

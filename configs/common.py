@@ -6,26 +6,20 @@ import ml_collections
 
 from configs.base import get_config as base_config
 
-# Registry names, spelled out here so that loading a config does not import the model
-# code; tests/test_configs.py checks this list against arch.ARCHS.
-ARCH_NAMES = (
-    "transformer",
-    "aft_full",
-    "aft_local",
-    "aft_simple",
-    "aft_conv",
-    "rwkv",
-    "s4",
-    "s4d",
-    "mamba",
-)
-
 
 def with_arch(arch: str | None, default: str = "mamba") -> ml_collections.ConfigDict:
-    """The base config with ``config.arch`` set from the ``file.py:arch`` argument."""
+    """The base config with ``config.arch`` set from the ``file.py:arch`` argument.
+
+    Any registered architecture is valid, including one a notebook registered with
+    ``arch.register`` in this process.
+    """
+    from arch import registry  # the registry imports every mixer
+
     arch = arch or default
-    if arch not in ARCH_NAMES:
-        raise ValueError(f"unknown architecture {arch!r} after ':'; valid: {', '.join(ARCH_NAMES)}")
+    if arch not in registry.ARCHS:
+        raise ValueError(
+            f"unknown architecture {arch!r} after ':'; valid: {', '.join(registry.ARCHS)}"
+        )
     config = base_config()
     config.arch = arch
     return config

@@ -6,19 +6,19 @@ Each (kernel, impl, length) is jitted, run once to compile (warm-up), then timed
 ``kernels_bench.csv`` and ``kernels_bench.png`` (log-log time vs length) to ``out_dir``
 and prints a table of ratios.
 
-Implementations come from each kernel module's ``IMPLS`` table when it exists, plus the
-chunked and Pallas forms (``kernels.chunked``, ``kernels.pallas``) in any case.
+Implementations are the rows of each kernel module's ``IMPLS`` table, each called
+through the public function with ``impl=name`` (Pallas in interpret mode on CPU).
 """
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import math
 import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -28,33 +28,23 @@ matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.tables import markdown, write_csv  # noqa: E402
-from kernels import chunked, pallas  # noqa: E402
+from kernels import linear_scan, selective_scan, wkv  # noqa: E402
 
-KERNELS = ("linear_scan", "wkv4", "selective_scan")
-_MODULES = {"linear_scan": "linear_scan", "wkv4": "wkv", "selective_scan": "selective_scan"}
-_EXTRA = {
-    "linear_scan": {"chunked": chunked.linear_scan_chunked, "pallas": pallas.linear_scan_pallas},
-    "wkv4": {"chunked": chunked.wkv4_chunked, "pallas": pallas.wkv4_pallas},
-    "selective_scan": {
-        "chunked": chunked.selective_scan_chunked,
-        "pallas": pallas.selective_scan_pallas,
-    },
+_MODULES = {
+    "linear_scan": (linear_scan, linear_scan.linear_scan),
+    "wkv4": (wkv, wkv.wkv4),
+    "selective_scan": (selective_scan, selective_scan.selective_scan),
 }
+KERNELS = tuple(_MODULES)
 COLUMNS = ("kernel", "impl", "length", "pass", "seconds", "vs_sequential", "error")
 
 
 def kernel_impls(kernel: str) -> dict[str, Callable]:
-    """{impl name: function} for ``kernel`` (module IMPLS first, then chunked/pallas)."""
+    """{impl name: the public function with ``impl=name``} for every row of ``IMPLS``."""
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; choose from {', '.join(KERNELS)}.")
-    table: dict[str, Callable] = {}
-    try:
-        table.update(importlib.import_module(f"kernels.{_MODULES[kernel]}").IMPLS)
-    except ModuleNotFoundError:
-        pass
-    for name, fn in _EXTRA[kernel].items():
-        table.setdefault(name, fn)
-    return table
+    module, public = _MODULES[kernel]
+    return {name: partial(public, impl=name) for name in module.IMPLS}
 
 
 def make_inputs(kernel: str, length: int, batch: int, channels: int, d_state: int, seed=0):

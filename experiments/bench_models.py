@@ -23,8 +23,12 @@ import optax
 from experiments import plots, tables
 from experiments.bench import time_call
 
-RECURRENT = ("aft_simple", "rwkv", "s4d", "mamba")
-ALL = ("transformer", "aft_simple", "rwkv", "s4", "s4d", "mamba")
+
+def default_archs() -> list[str]:
+    """The registered architectures with ``in_bench`` (every registered one is accepted)."""
+    from arch.registry import names
+
+    return names(bench=True)
 
 
 def _build(name: str, vocab: int, d_model: int, n_layers: int, max_len: int):
@@ -139,8 +143,8 @@ def bench_generate(
             tokens = jnp.zeros((batch, 1), jnp.int32)
             params = model.init(jax.random.key(0), tokens)
             state = model.apply(params, batch, method="init_state")
-            if "pos" in state:  # context already holds length - 1 tokens
-                state = {**state, "pos": jnp.asarray(length - 1, jnp.int32)}
+            # The context already holds length - 1 tokens (arch/protocol.py: pos counts them).
+            state = state._replace(pos=jnp.asarray(length - 1, jnp.int32))
             step = jax.jit(lambda p, s, t, model=model: model.apply(p, s, t, method="step"))
             seconds = time_call(step, (params, state, tokens[:, 0]), repeats)
             if previous is None:

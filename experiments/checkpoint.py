@@ -42,8 +42,20 @@ def _best_metric(metrics: dict) -> float:
 class Checkpoints:
     """An orbax ``CheckpointManager`` keeping ``keep`` latest steps and the best one."""
 
-    def __init__(self, directory: str, *, keep: int, async_save: bool = True):
+    def __init__(
+        self, directory: str, *, keep: int, async_save: bool = True, read_only: bool = False
+    ):
+        """``read_only``: open for reading (``run.py eval``): nothing is saved, cleaned up
+        or moved aside."""
         self.directory = os.path.abspath(directory)
+        if read_only:
+            if not os.path.isdir(self.directory):
+                raise CheckpointError(f"no checkpoint directory {self.directory}")
+            self.options = ocp.CheckpointManagerOptions(
+                read_only=True, best_fn=_best_metric, best_mode="min"
+            )
+            self.manager = ocp.CheckpointManager(self.directory, options=self.options)
+            return
         self.options = ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(
                 [

@@ -6,24 +6,25 @@ print one line naming the fix and exit with status 2; ``--traceback`` shows the 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
 import sys
 
 DEFAULT_CONFIG = "configs/synthetic/mqar.py"
-# One architecture per family; `--archs` picks any of arch.ARCHS.
-DEFAULT_ARCHS = ("transformer", "aft_simple", "rwkv", "s4d", "mamba")
 DEFAULT_WORKDIR = "runs/compare"
 
 
 def cmd_compare(args, flags):
+    from arch.registry import names
     from experiments.compare import COLUMNS, compare
     from experiments.tables import markdown
 
-    archs = flags.archs or list(DEFAULT_ARCHS)
+    # One architecture per family (ArchSpec.in_compare); `--archs` picks any of arch.ARCHS.
+    archs = flags.archs or names(compare=True)
     workdir = flags.workdir or DEFAULT_WORKDIR
-    rows = compare(flags.config, archs, workdir)
+    rows = compare(lambda name: config_for_arch(flags, name), archs, workdir)
     print()
     print(markdown(rows, COLUMNS))
     print(f"\nruns, table and plots (learning_curves.png, accuracy.png) in {workdir}/")
@@ -33,24 +34,70 @@ def cmd_train(args, flags):
     from experiments.train import train
 
     workdir = _require(flags.workdir, "--workdir (where the run's checkpoints and metrics go)")
-    results = train(flags.config, workdir)
+    config = flags.config
+    if flags["data_dir"].present:  # --data_dir D trains on D (the task checks it has it)
+        with config.unlocked():
+            config.task.options.data_dir = flags.data_dir
+    results = train(config, workdir)
     print(json.dumps({"final": results.get("final"), "params": results.get("params")}, indent=1))
 
 
 def cmd_eval(args, flags):
-    """Re-evaluate a run from its own config.json (its last checkpoint)."""
-    from experiments.train import train
+    """Evaluate a saved checkpoint of a run; trains nothing, writes only eval/<name>.json."""
+    from experiments.evaluation import evaluate_run
 
     workdir = _require(flags.workdir, "--workdir of an existing run")
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path} not found: --workdir must be a run directory made by `python run.py train`"
-        )
-    with open(path) as f:
-        config = json.load(f)
-    results = train(config, workdir)
-    print(json.dumps(results.get("final"), indent=1))
+    out = evaluate_run(
+        workdir,
+        which=flags.checkpoint,
+        split=flags.split,
+        overrides=command_line_overrides(flags),
+        name=flags.name,
+    )
+    print(json.dumps(out["metrics"], indent=1))
+    print(f"checkpoint {out['checkpoint']}, split {out['split']}: written {out['path']}")
+
+
+def config_for_arch(flags, name: str):
+    """The ``--config`` file loaded for architecture ``name`` (keeping its variant, e.g.
+    ``listops.py:s4,small`` -> ``listops.py:mamba,small``), so that each architecture
+    gets its own recipe, with the command line's overrides on top."""
+    from ml_collections import config_flags
+
+    from experiments.config import override
+
+    path, _, arg = config_flags.get_config_filename(flags["config"]).partition(":")
+    variant = arg.partition(",")[2]
+    config = load_config_file(f"{path}:{name}" + (f",{variant}" if variant else ""))
+    changes = {k: v for k, v in command_line_overrides(flags).items() if k != "arch"}
+    return override(config, changes)
+
+
+def load_config_file(spec: str):
+    """``path.py[:arg]`` -> ``get_config(arg)`` of that file, as ``--config`` loads it."""
+    import importlib.util
+
+    path, sep, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("_run_config", path)
+    if module_spec is None or not os.path.exists(path):
+        raise FileNotFoundError(f"config file {path} not found")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if sep else module.get_config()
+
+
+def command_line_overrides(flags) -> dict:
+    """The ``--config.X=V`` values given on the command line, as ``{dotted: value}``.
+
+    The difference between ``flags.config`` and a fresh load of the same config file.
+    """
+    from ml_collections import config_flags
+
+    from experiments.rundir import flatten
+
+    fresh = load_config_file(config_flags.get_config_filename(flags["config"]))
+    new, old = flatten(flags.config.to_dict()), flatten(fresh.to_dict())
+    return {k: v for k, v in new.items() if k not in old or old[k] != v}
 
 
 def cmd_data(args, flags):
@@ -91,9 +138,16 @@ def cmd_bench(args, flags):
     which = args[0] if args else "kernels"
     if which not in BENCH_LENGTHS:
         raise ValueError(f"unknown benchmark {which!r}; valid: {', '.join(BENCH_LENGTHS)}")
-    lengths = [int(x) for x in flags.lengths] if flags.lengths else BENCH_LENGTHS[which]
+    try:
+        lengths = [int(x) for x in flags.lengths] if flags.lengths else BENCH_LENGTHS[which]
+    except ValueError:
+        raise ValueError(
+            f"--lengths {','.join(flags.lengths)}: give integers, e.g. 1024,4096"
+        ) from None
+    if not lengths or min(lengths) < 1:
+        raise ValueError(f"--lengths {lengths}: every length must be a positive integer")
     out = flags.out or os.path.join("runs", "bench", which)
-    archs = flags.archs or list(bench_models.ALL)
+    archs = flags.archs or bench_models.default_archs()
     if which == "kernels":
         bench.bench_kernels(lengths, None, out, passes=("forward", "backward"))
     elif which == "train":
@@ -140,16 +194,113 @@ def _innermost(message: str) -> str:
     return text
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing, with a bad --config (file, arch or key) as one line, not a trace."""
+# Free-form parts of the config: their keys are validated by arch.build / the task, so a
+# command-line value may add a key that the config file did not set.
+FREE_FORM = ("model", "task.options")
+
+
+def split_free_form(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """``argv`` without the ``--config.model.K=V`` / ``--config.task.options.K=V`` items,
+    and those items as ``(dotted key, raw value)``."""
+    rest, free = [], []
+    for item in argv:
+        key, eq, value = item.partition("=")
+        dotted = key[len("--config.") :] if key.startswith("--config.") else ""
+        parent = dotted.rpartition(".")[0]
+        if eq and parent in FREE_FORM:
+            free.append((dotted, value))
+        else:
+            rest.append(item)
+    return rest, free
+
+
+def _parse_value(raw: str, current):
+    """A command-line value, typed like the current value (or as a Python literal)."""
+    if isinstance(current, bool):
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"expected true or false, got {raw!r}")
+        return raw.lower() in ("true", "1")
+    if isinstance(current, int):
+        return int(raw)
+    if isinstance(current, float):
+        return float(raw)
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw  # a bare string: --config.model.impl=pallas
+
+
+def apply_free_form(config, free: list[tuple[str, str]]) -> None:
+    with config.unlocked():
+        for dotted, raw in free:
+            *parents, leaf = dotted.split(".")
+            node = config
+            for part in parents:
+                node = node[part]
+            try:
+                node[leaf] = _parse_value(raw, node.get(leaf))
+            except ValueError as error:
+                raise ValueError(f"--config.{dotted}={raw}: {error}") from None
+
+
+def _unknown_key_message(text: str, config) -> str | None:
+    """'unknown config key a.b.c; valid at a.b: ...' for an unknown dotted key."""
+    found = re.search(r"--config\.([\w.]+)", text) or re.search(r"'config\.([\w.]+)'", text)
+    if config is None or not found:
+        return None
+    *parents, leaf = found.group(1).split(".")
+    node, where = config, []
+    for part in parents:
+        if not hasattr(node, "keys") or part not in node:
+            break
+        node, where = node[part], [*where, part]
+    if not hasattr(node, "keys") or leaf in node:
+        return None
+    level = ".".join(where) or "the top level"
+    return f"unknown config key {found.group(1)!r}; valid at {level}: {', '.join(sorted(node))}"
+
+
+def _config_named_in(argv: list[str]):
+    """The config that ``--config`` in ``argv`` names (for error messages), or None."""
+    spec = DEFAULT_CONFIG
+    for i, item in enumerate(argv):
+        if item == "--config" and i + 1 < len(argv):
+            spec = argv[i + 1]
+        elif item.startswith("--config="):
+            spec = item.partition("=")[2]
+    try:
+        return load_config_file(spec)
+    except Exception:  # the file itself is broken: the original message says so
+        return None
+
+
+def parse_flags(argv: list[str], free: list[tuple[str, str]] = ()) -> list[str]:
+    """absl flag parsing, with a bad --config (file, arch or key) as one line, not a trace.
+
+    ``free``: the free-form overrides ``split_free_form`` took out of the command line
+    before absl saw it; applied to the loaded config here.
+    """
     from absl import flags as absl_flags
 
+    argv, more = split_free_form(argv)
+    free = [*free, *more]
     try:
         rest = absl_flags.FLAGS(argv)
-        _ = absl_flags.FLAGS.config.arch  # config files load lazily: surface errors now
+        config = absl_flags.FLAGS.config  # config files load lazily: surface errors now
+        _ = config.arch
+        apply_free_form(config, free)
         return rest
     except (absl_flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError) as error:
-        print(f"error: {_innermost(str(error))} (in the command-line flags)", file=sys.stderr)
+        message = _innermost(str(error))
+        config = _config_named_in(argv)
+        message = _unknown_key_message(" ".join(argv), config) or message
+        print(f"error: {message} (in the command-line flags)", file=sys.stderr)
+        sys.exit(2)
+    except SyntaxError as error:  # a config file that is not valid Python
+        print(
+            f"error: {error.filename}:{error.lineno}: {error.msg} (in the config file)",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
 
@@ -162,8 +313,18 @@ def main(args: list[str], flags) -> int:
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    from experiments.preemption import Preempted
+
     try:
         COMMANDS[command](args[1:], flags)
+    except Preempted as stopped:
+        print(f"stopped: {stopped}", file=sys.stderr)
+        return stopped.exit_code
+    except KeyboardInterrupt:
+        if flags.traceback:
+            raise
+        print("interrupted (Ctrl-C) before training started; nothing was saved", file=sys.stderr)
+        return 130
     except _user_errors() as error:
         if flags.traceback:
             raise

@@ -29,8 +29,10 @@ def row(arch: str, results: dict) -> dict:
 def compare(config, archs: Sequence[str], workdir: str) -> list[dict]:
     """Train ``config`` once per arch (``workdir/<arch>``); write table and plots.
 
-    A run whose directory already holds a finished run is resumed (so re-running the
-    comparison after an interruption only trains what is missing).
+    ``config`` is one config (its ``arch`` replaced by each name) or a function
+    ``name -> config`` (each architecture with its own recipe, e.g. the LRA configs).
+    A finished run is read back from its ``results.json`` and an interrupted one resumes,
+    so re-running a comparison reproduces its table and trains only what is missing.
     """
     import arch as arch_lib  # the registry imports every mixer
 
@@ -42,8 +44,11 @@ def compare(config, archs: Sequence[str], workdir: str) -> list[dict]:
         )
     rows, runs = [], {}
     for name in archs:
-        cfg = config.copy_and_resolve_references()
-        cfg.arch = name
+        if callable(config):
+            cfg = config(name)
+        else:
+            cfg = config.copy_and_resolve_references()
+            cfg.arch = name
         run_dir = os.path.join(workdir, name)
         print(f"== {name}: training in {run_dir}", flush=True)
         rows.append(row(name, train(cfg, run_dir)))
@@ -59,6 +64,6 @@ def compare(config, archs: Sequence[str], workdir: str) -> list[dict]:
         [r["accuracy"] or 0.0 for r in rows],
         "eval accuracy",
         os.path.join(workdir, "accuracy.png"),
-        title=f"{config.task.name}: accuracy after {config.train.steps} steps",
+        title=f"{cfg.task.name}: accuracy after {cfg.train.steps} steps",
     )
     return rows

@@ -22,7 +22,7 @@ from experiments import tables
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 HEADERS = ("ListOps", "Text", "Retrieval", "Image", "Pathfinder", "Path-X")
 
-# Published accuracies (%), from ../shared/reference/lra.md. None = "fail" (chance).
+# Published accuracies (%), each from the paper named beside it. None = "fail" (chance).
 PUBLISHED: dict[str, tuple[tuple[float | None, ...], str]] = {
     "Transformer": ((36.37, 64.27, 57.46, 42.44, 71.40, None), "LRA paper (Tay et al. 2021)"),
     "S4 (v1)": ((58.35, 76.02, 87.09, 87.26, 86.05, 88.10), "S4 paper, arXiv 2111.00396"),
@@ -34,8 +34,14 @@ PUBLISHED: dict[str, tuple[tuple[float | None, ...], str]] = {
     "LRU": ((60.2, 89.4, 89.9, 89.0, 95.1, 94.2), "LRU paper (colour CIFAR)"),
     "RWKV": ((55.88, 86.04, 88.34, 70.53, 58.42, None), "RWKV paper, Table 4"),
 }
-# Which published row each of our architectures is compared with.
-COUNTERPART = {"transformer": "Transformer", "s4": "S4 (latest)", "s4d": "S4D-LegS", "rwkv": "RWKV"}
+
+
+def counterparts() -> dict[str, str]:
+    """Which published row each architecture is compared with (its LRA recipe says)."""
+    from arch.registry import ARCHS
+
+    found = {n: (s.recipes.get("lra") or {}).get("published") for n, s in ARCHS.items()}
+    return {n: row for n, row in found.items() if row in PUBLISHED}
 
 
 def _lra_runs(runs_dir: str):
@@ -43,8 +49,12 @@ def _lra_runs(runs_dir: str):
     if not os.path.isdir(runs_dir):
         raise FileNotFoundError(f"{runs_dir} is not a directory of runs (each with results.json)")
     for path in sorted(glob.glob(os.path.join(runs_dir, "**", "results.json"), recursive=True)):
-        with open(path) as f:
-            results = json.load(f)
+        try:
+            with open(path) as f:
+                results = json.load(f)
+        except (OSError, json.JSONDecodeError) as error:
+            print(f"skipped {path}: unreadable ({error})")
+            continue
         config = results.get("config") or {}
         task = (config.get("task") or {}).get("name")
         if task in TASKS and config.get("arch"):
@@ -92,6 +102,7 @@ def _our_source(val_tasks: set[str]) -> str:
 
 
 def rows(scores: dict[str, dict[str, float]], on_val: dict[str, set[str]]) -> list[dict]:
+    counterpart = counterparts()
     out = []
     for arch in sorted(scores):
         values = tuple(scores[arch].get(t) for t in TASKS)
@@ -103,14 +114,14 @@ def rows(scores: dict[str, dict[str, float]], on_val: dict[str, set[str]]) -> li
                 "source": _our_source(on_val.get(arch, set())),
             }
         )
-        if arch in COUNTERPART:
-            pub, _ = PUBLISHED[COUNTERPART[arch]]
+        if arch in counterpart:
+            pub, _ = PUBLISHED[counterpart[arch]]
             diff = tuple(
                 None if o is None or p is None else o - p for o, p in zip(values, pub, strict=True)
             )
             out.append(
                 {
-                    "model": f"  vs {COUNTERPART[arch]}",
+                    "model": f"  vs {counterpart[arch]}",
                     **dict(zip(HEADERS, diff, strict=True)),
                     "Avg": None,
                     "source": "difference (points)",

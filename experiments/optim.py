@@ -1,25 +1,30 @@
-"""AdamW with per-parameter-group learning rates and weight decay.
+"""AdamW with a learning rate and weight decay per parameter, from the modules' own rules.
 
-Three groups, labelled by ``arch.param_labels`` from names the modules declare:
+Each parameter carries an ``arch.params.ParamRule`` (declared by the module that owns
+it; ``arch.param_rules`` collects them from the model actually built, and
+``train.lr_mults`` / ``train.wd_mults`` refine them):
 
-- "default": Dense kernels and the like: ``lr``, ``weight_decay``;
-- "no_decay": norms, biases, embeddings, positions: ``lr``, no decay;
-- "ssm": state-space / decay parameters (Mamba's A_log, D; RWKV's time_decay, ...):
-  ``ssm_lr``, ``ssm_weight_decay`` (0 by default), as state-spaces/s4 and S5 do.
+- ``base="lr"``: peak ``train.lr * lr_mult``, decay ``train.weight_decay * wd_mult``;
+- ``base="ssm_lr"``: peak ``train.ssm_lr * lr_mult``, decay
+  ``train.ssm_weight_decay * wd_mult`` (state-space / decay parameters, as
+  state-spaces/s4 and S5 give A, B and dt their own rate and no decay).
 
-Every group follows one schedule shape: linear warmup from 0, then cosine decay to
-``min_lr_ratio`` times its peak (Loshchilov & Hutter, SGDR). Gradients are clipped by
-their global norm over all groups first.
+Parameters with the same rule form one optax group. Every group follows one schedule
+shape: linear warmup from 0, then cosine decay to ``min_lr_ratio`` times its peak
+(Loshchilov & Hutter, SGDR). Gradients are clipped by their global norm over all
+groups first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
+import jax
 import optax
 
-DEFAULT, NO_DECAY, SSM = "default", "no_decay", "ssm"
+from arch.params import DEFAULT, ParamRule
+
+_WEIGHT_DECAY_FIELD = {"lr": "weight_decay", "ssm_lr": "ssm_weight_decay"}
 
 
 def schedule(peak: float, train_cfg) -> optax.Schedule:
@@ -35,38 +40,48 @@ def schedule(peak: float, train_cfg) -> optax.Schedule:
     )
 
 
-def group_schedules(train_cfg) -> dict[str, optax.Schedule]:
-    """The learning-rate schedule of each group (for the optimizer and for logging)."""
-    main = schedule(train_cfg.lr, train_cfg)
-    return {DEFAULT: main, NO_DECAY: main, SSM: schedule(train_cfg.ssm_lr, train_cfg)}
+def peak_lr(rule: ParamRule, train_cfg) -> float:
+    return float(train_cfg[rule.base]) * rule.lr_mult
 
 
-def group_weight_decay(train_cfg) -> dict[str, float]:
-    return {DEFAULT: train_cfg.weight_decay, NO_DECAY: 0.0, SSM: train_cfg.ssm_weight_decay}
+def weight_decay(rule: ParamRule, train_cfg) -> float:
+    return float(train_cfg[_WEIGHT_DECAY_FIELD[rule.base]]) * rule.wd_mult
 
 
-def make_optimizer(
-    train_cfg, labels: Any | Callable[[Any], Any] | None = None
-) -> optax.GradientTransformation:
-    """Clip by global norm, then AdamW per group.
+def rule_schedule(rule: ParamRule, train_cfg) -> optax.Schedule:
+    """The learning-rate schedule of the parameters with ``rule`` (also for logging)."""
+    return schedule(peak_lr(rule, train_cfg), train_cfg)
 
-    ``labels`` is a pytree like the parameters with a group name at each leaf, or a
-    function of the parameters returning one; by default ``arch.param_labels``.
+
+def _is_rule(x) -> bool:
+    return isinstance(x, ParamRule)
+
+
+def groups(rules: Any) -> dict[str, ParamRule]:
+    """``{label: rule}`` for the distinct rules of a rule pytree."""
+    return {r.key: r for r in jax.tree.leaves(rules, is_leaf=_is_rule)}
+
+
+def make_optimizer(train_cfg, rules: Any) -> optax.GradientTransformation:
+    """Clip by global norm, then AdamW per distinct rule.
+
+    ``rules``: a pytree like the parameters with a ``ParamRule`` at each leaf
+    (``arch.param_rules(model, *example_inputs)``).
     """
-    if labels is None:
-        from arch.labels import param_labels  # deferred: imports the registry
-
-        labels = param_labels
-    schedules = group_schedules(train_cfg)
-    decay = group_weight_decay(train_cfg)
-    groups = {
-        name: optax.adamw(
-            learning_rate=schedules[name],
+    labels = jax.tree.map(lambda r: r.key, rules, is_leaf=_is_rule)
+    transforms = {
+        key: optax.adamw(
+            learning_rate=rule_schedule(rule, train_cfg),
             b1=train_cfg.b1,
             b2=train_cfg.b2,
-            weight_decay=decay[name],
+            weight_decay=weight_decay(rule, train_cfg),
         )
-        for name in (DEFAULT, NO_DECAY, SSM)
+        for key, rule in groups(rules).items()
     }
     clip = [optax.clip_by_global_norm(train_cfg.grad_clip)] if train_cfg.grad_clip > 0 else []
-    return optax.chain(*clip, optax.multi_transform(groups, labels))
+    return optax.chain(*clip, optax.multi_transform(transforms, labels))
+
+
+def main_schedule(train_cfg) -> optax.Schedule:
+    """The schedule of the default rule: the ``lr`` the training loop logs."""
+    return rule_schedule(DEFAULT, train_cfg)

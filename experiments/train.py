@@ -8,12 +8,14 @@ run sees exactly the batches an uninterrupted one would. Nothing here is
 architecture-specific; the model is only ``init`` and ``apply``.
 
 Files in ``workdir``: ``config.json``, ``metrics.jsonl``, ``tensorboard/``,
-``checkpoints/``, and at the end ``results.json``.
+``checkpoints/``, and at the end ``results.json``; what a finished run wrote is never
+overwritten, and a changed config stops before anything is touched
+(``experiments/rundir.py``). SIGTERM/SIGINT save a checkpoint at the current step and
+raise ``preemption.Preempted`` (``experiments/preemption.py``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping
@@ -26,7 +28,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from experiments import checkpoint, logging_utils, models, optim, parallel
+from experiments import checkpoint, logging_utils, models, optim, parallel, preemption, rundir
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 FEATURE_KEYS = ("inputs", "inputs1", "inputs2")
@@ -50,6 +52,22 @@ def create_state(model, tx, example, key, kind: str | None = None) -> TrainState
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), -jnp.ones((), jnp.int32))
 
 
+def param_rules(model, example, kind: str, train_cfg):
+    """The optimizer rule of every parameter: declared by the modules ``model`` builds,
+    refined by ``train.lr_mults`` / ``train.wd_mults``."""
+    from arch.params import param_rules as collect  # deferred: arch imports every mixer
+
+    try:
+        return collect(
+            model,
+            *models.model_inputs(example, kind),
+            lr_mults=train_cfg.lr_mults,
+            wd_mults=train_cfg.wd_mults,
+        )
+    except (TypeError, ValueError) as error:
+        raise TrainingError(str(error)) from None
+
+
 # ---------------------------------------------------------------------------- config
 
 
@@ -58,7 +76,7 @@ def resolve_config(config) -> ml_collections.ConfigDict:
 
     Unknown keys are a ``TrainingError`` (``model`` and ``task.options`` are free-form).
     """
-    from configs import base
+    from experiments import config as base
 
     if isinstance(config, Mapping):
         try:
@@ -68,7 +86,7 @@ def resolve_config(config) -> ml_collections.ConfigDict:
     unknown = base.unknown_keys(config, base.get_config())
     if unknown:
         raise TrainingError(
-            f"unknown config key(s) {', '.join(unknown)}; see configs/base.py for the fields"
+            f"unknown config key(s) {', '.join(unknown)}; see experiments/config.py for the fields"
         )
     return config
 
@@ -142,7 +160,7 @@ def _cast_batch(batch, dtype):
 
 def make_train_step(model, tx, kind: str, train_cfg):
     """``train_step(state, batch) -> (state, metrics)``, pure; jit it with donation."""
-    lr_schedule = optim.group_schedules(train_cfg)[optim.DEFAULT]
+    lr_schedule = optim.main_schedule(train_cfg)
     dtype = COMPUTE_DTYPES[train_cfg.compute_dtype]
     seed = int(train_cfg.seed)
 
@@ -223,14 +241,7 @@ def _make_task(config):
 
 def read_results(workdir: str) -> dict:
     """The ``results.json`` a finished run wrote in ``workdir``."""
-    with open(os.path.join(workdir, "results.json")) as f:
-        return json.load(f)
-
-
-def _write_json(path: str, obj) -> None:
-    if jax.process_index() == 0:
-        with open(path, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
+    return rundir.read_json(os.path.join(workdir, rundir.RESULTS))
 
 
 def train(config, workdir: str, *, model=None, task=None) -> dict:
@@ -262,15 +273,21 @@ def train(config, workdir: str, *, model=None, task=None) -> dict:
     splits = ("val", "test") if tc.test_at_best and not _test_is_val(task) else ("val",)
     eval_steps = {split: tc.eval_steps or task.eval_steps(split, tc.batch_size) for split in splits}
 
-    os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    try:  # before anything is read or written: a changed config stops here
+        workdir = rundir.open_run(workdir, config.to_dict())
+        finished = rundir.finished_results(workdir, int(tc.steps))
+    except rundir.RunDirError as error:
+        raise TrainingError(str(error)) from None
+    if finished is not None:
+        print(f"{workdir}: finished already ({tc.steps} steps); results from results.json")
+        return finished
 
     # A jitted init (on one example), replicated over the mesh.
     example = {
         k: np.asarray(v)[:1] for k, v in task.batch("train", 0, tc.batch_size, tc.seed).items()
     }
     init_key = jax.random.key(tc.seed)
-    tx = optim.make_optimizer(tc)
+    tx = optim.make_optimizer(tc, param_rules(model, example, spec.kind, tc))
     state = jax.jit(
         lambda b: create_state(model, tx, b, init_key, spec.kind), out_shardings=replicated
     )(example)
@@ -299,7 +316,8 @@ def train(config, workdir: str, *, model=None, task=None) -> dict:
         writer.truncate_after(start)
         loop = _Loop(config, task, train_step, eval_step, ckpts, writer, batch_sharding, eval_steps)
         loop.wall_offset = record.get("wall_time_s", 0.0) - wall_start
-        state, last = loop.run(state, start, record)
+        with preemption.Guard() as guard:
+            state, last = loop.run(state, start, record, guard)
         if tc.test_at_best and loop.best is not None and "test_accuracy" not in loop.best:
             # Resumed from a run made without test evaluation: score its best checkpoint.
             ckpts.wait()
@@ -316,7 +334,7 @@ def train(config, workdir: str, *, model=None, task=None) -> dict:
             "wall_time_s": wall,
             "steps_per_s": loop.steps_per_s,
         }
-        _write_json(os.path.join(workdir, "results.json"), results)
+        rundir.write_json(os.path.join(workdir, rundir.RESULTS), results)
         return results
     finally:
         ckpts.wait()
@@ -375,7 +393,7 @@ class _Loop:
             }
         return self._evaluate(params, "test")
 
-    def run(self, state, start: int, record: dict):
+    def run(self, state, start: int, record: dict, guard=None):
         tc = self.tc
         self.best = record.get("best")
         bar = logging_utils.progress_bar(tc.steps, start, tc.progress)
@@ -385,13 +403,15 @@ class _Loop:
         mark, train_time, steps_done = time.perf_counter(), 0.0, 0
         try:
             for step in range(start, tc.steps):
-                batch = parallel.put_batch(
-                    self.task.batch("train", step, tc.batch_size, tc.seed), self.sharding
-                )
+                host_batch = self.task.batch("train", step, tc.batch_size, tc.seed)
+                self._check_tokens(host_batch, step)
+                batch = parallel.put_batch(host_batch, self.sharding)
                 state, metrics = self.train_step(state, batch)
                 pending.append(metrics)
                 bar.update(1)
                 done = step + 1
+                if guard is not None and guard.signum is not None:
+                    self._save_and_stop(state, done, guard.signum)
                 is_last = done == tc.steps
                 due_eval = done % tc.eval_every == 0 or is_last
                 due_ckpt = done % tc.checkpoint_every == 0 or is_last
@@ -429,6 +449,31 @@ class _Loop:
             bar.close()
         self.steps_per_s = steps_done / train_time if train_time > 0 else None
         return state, last
+
+    def _check_tokens(self, batch, step: int) -> None:
+        """Token ids outside the vocabulary would give NaN logits inside jit: stop here."""
+        vocab = self.task.spec.vocab_size
+        if vocab is None:
+            return
+        from arch.validate import check_token_range
+
+        for key in ("inputs", "inputs1", "inputs2"):
+            if key in batch:
+                try:
+                    check_token_range(batch[key], vocab, f" in the train batch of step {step}")
+                except ValueError as error:
+                    raise TrainingError(
+                        f"{error}; the task {self.task.spec.name!r} declares vocab_size={vocab}"
+                    ) from None
+
+    def _save_and_stop(self, state, done: int, signum: int) -> None:
+        """Preemption: a checkpoint at ``done`` (unless one exists), then ``Preempted``."""
+        self._check_finite(state)  # never checkpoint a diverged state
+        self.ckpts.wait()
+        if done not in self.ckpts.steps():
+            self.ckpts.save(done, state, {"best": self.best, "wall_time_s": self.wall_time()})
+        self.ckpts.wait()
+        raise preemption.Preempted(signum, done, os.path.dirname(self.ckpts.directory))
 
     def _check_finite(self, state) -> None:
         bad = int(state.first_bad_step)

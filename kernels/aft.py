@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from einops import rearrange
 from jaxtyping import Array, Float, Int
 
+from kernels.chunking import merge_log_sums
 from kernels.dispatch import pick
 
 # A finite "minus infinity" for running maxima: exp(RUN_FLOOR - m) is exactly 0 for any
@@ -227,7 +229,7 @@ def _conv_values(w_conv, t, tp, *, causal: bool):
     taps = t[:, None] - tp[None, :] + (0 if causal else size // 2)
     in_window = (taps >= 0) & (taps < size)
     values = jnp.take(w_conv, jnp.clip(taps, 0, size - 1), axis=1)  # [H, T, S]
-    return jnp.moveaxis(values, 0, -1), in_window
+    return rearrange(values, "heads t s -> t s heads"), in_window
 
 
 def _check_conv(q, w_conv, n_heads: int) -> None:
@@ -275,17 +277,10 @@ def aft_simple_init_state(batch: int, dim: int):
     return (zeros, zeros, jnp.full((batch, dim), RUN_FLOOR, jnp.float32))
 
 
-def _merge(a, b):
-    """Combine two (num, den, max) partial sums (associative; log-sum-exp style)."""
-    m = jnp.maximum(a[2], b[2])
-    sa, sb = jnp.exp(a[2] - m), jnp.exp(b[2] - m)
-    return (a[0] * sa + b[0] * sb, a[1] * sa + b[1] * sb, m)
-
-
 def _simple_sequential(state, k, v):
     def body(carry, kv):
         k_t, v_t = kv
-        carry = _merge(carry, (v_t, jnp.ones_like(k_t), k_t))
+        carry = merge_log_sums(carry, (v_t, jnp.ones_like(k_t), k_t))
         return carry, carry
 
     state, sums = jax.lax.scan(body, state, (jnp.swapaxes(k, 0, 1), jnp.swapaxes(v, 0, 1)))
@@ -293,8 +288,8 @@ def _simple_sequential(state, k, v):
 
 
 def _simple_associative(state, k, v):
-    prefix = jax.lax.associative_scan(_merge, (v, jnp.ones_like(k), k), axis=1)
-    sums = _merge(jax.tree.map(lambda s: s[:, None], state), prefix)
+    prefix = jax.lax.associative_scan(merge_log_sums, (v, jnp.ones_like(k), k), axis=1)
+    sums = merge_log_sums(jax.tree.map(lambda s: s[:, None], state), prefix)
     return jax.tree.map(lambda s: s[:, -1], sums), sums
 
 
@@ -314,7 +309,7 @@ def aft_simple_chunk(state, q, k, v, *, impl: str = "auto"):
 def aft_simple_step(state, q_t, k_t, v_t):
     """One token ``[B, D]``: the O(1) running-sum recurrence; -> (state, y_t)."""
     f32 = jnp.float32
-    state = _merge(state, (v_t.astype(f32), jnp.ones_like(k_t, f32), k_t.astype(f32)))
+    state = merge_log_sums(state, (v_t.astype(f32), jnp.ones_like(k_t, f32), k_t.astype(f32)))
     return state, (jax.nn.sigmoid(q_t) * state[0] / state[1]).astype(q_t.dtype)
 
 

@@ -8,7 +8,19 @@ and Euler for B, as in the official ``selective_scan_ref``:
     h_t = dA_t * h_{t-1} + dB_t u_t
     y_t = C_t . h_t + D * u_t,  then  y_t * silu(z_t)
 
-Everything is computed in float32 and cast back to u's dtype.
+Everything is computed in float32 and cast back to u's dtype. This file holds every
+implementation of the scan itself (h and C . h; the delta step before and the D skip
+and gate after are done once, in ``selective_scan``):
+
+- "sequential": ``lax.scan``, discretising inside the body (no ``[B, L, D, N]``
+  tensor); the readable reference every other one is tested against;
+- "associative": ``lax.associative_scan`` over the whole sequence (materialises dA and
+  dB u as ``[B, L, D, N]``; a reference speed-up only);
+- "chunked": sequential across chunks of ``chunk_size`` steps, associative within
+  (``kernels.chunking``): ``[B, T, D, N]`` exists for one chunk at a time, forward and
+  backward;
+- "pallas": the Pallas kernel of ``kernels.pallas.selective_scan`` forward (the
+  discretisation fused in), the chunk body recomputing each time block backward.
 """
 
 from __future__ import annotations
@@ -17,86 +29,98 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from kernels import chunked, dispatch, pallas
-from kernels.linear_scan import linear_scan
+from kernels import chunking, dispatch
+from kernels.pallas import selective_scan as pallas_kernel
+
+F32 = jnp.float32
 
 
-def _check(u, delta, A, B, C, D, z, state):
+def _check(u, delta, A, B, C, D, z, delta_bias, state) -> None:
     if u.ndim != 3:
         raise ValueError(f"selective_scan: u must be [batch, length, d_inner], got {u.shape}")
-    bsz, length, d = u.shape
-    n = A.shape[-1] if A.ndim == 2 else None
+    batch, length, d = u.shape
+    if A.ndim != 2 or A.shape[0] != d:
+        raise ValueError(
+            f"selective_scan: A must be [d_inner, d_state] with d_inner = {d}, got {A.shape}"
+        )
+    n = A.shape[1]
     want = {
-        "delta": (delta, (bsz, length, d)),
-        "A": (A, (d, n)),
-        "B": (B, (bsz, length, n)),
-        "C": (C, (bsz, length, n)),
-        "D": (D, (d,)),
-        "z": (z, (bsz, length, d)),
-        "state": (state, (bsz, d, n)),
+        "delta": (delta, "[batch, length, d_inner]", (batch, length, d)),
+        "B": (B, "[batch, length, d_state]", (batch, length, n)),
+        "C": (C, "[batch, length, d_state]", (batch, length, n)),
+        "D": (D, "[d_inner]", (d,)),
+        "z": (z, "[batch, length, d_inner]", (batch, length, d)),
+        "delta_bias": (delta_bias, "[d_inner]", (d,)),
+        "state": (state, "[batch, d_inner, d_state]", (batch, d, n)),
     }
-    for name, (x, shape) in want.items():
+    for name, (x, layout, shape) in want.items():
         if x is not None and tuple(x.shape) != shape:
-            raise ValueError(f"selective_scan: {name} must have shape {shape}, got {x.shape}")
+            raise ValueError(
+                f"selective_scan: {name} must have shape {layout} = {shape}, got {x.shape}"
+            )
 
 
-def prepare_delta(delta, delta_bias=None, delta_softplus=False):
-    delta = delta.astype(jnp.float32)
-    if delta_bias is not None:
-        delta = delta + delta_bias.astype(jnp.float32)
-    return jax.nn.softplus(delta) if delta_softplus else delta
-
-
-def finish(y, u, D=None, z=None):
-    """The D skip and the SiLU(z) gate around the scan (float32 in, float32 out)."""
-    if D is not None:
-        y = y + u * D.astype(jnp.float32)
-    if z is not None:
-        y = y * jax.nn.silu(z.astype(jnp.float32))
-    return y
-
-
-def _sequential(
-    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, state=None
-):
+def _sequential(u, delta, A, B, C, h0):
     """lax.scan over time; discretises inside the body, so no [B, L, D, N] tensor."""
-    dtype = u.dtype
-    uf = u.astype(jnp.float32)
-    delta = prepare_delta(delta, delta_bias, delta_softplus)
-    A, B, C = (x.astype(jnp.float32) for x in (A, B, C))
-    h0 = jnp.zeros(u.shape[:1] + A.shape, jnp.float32) if state is None else state
+    u, A, B, C = (x.astype(F32) for x in (u, A, B, C))
 
     def step(h, inputs):
         u_t, d_t, b_t, c_t = inputs  # [B, D], [B, D], [B, N], [B, N]
         h = jnp.exp(d_t[..., None] * A) * h + (d_t * u_t)[..., None] * b_t[:, None, :]
         return h, jnp.einsum("bdn,bn->bd", h, c_t)
 
-    xs = tuple(jnp.swapaxes(x, 0, 1) for x in (uf, delta, B, C))
-    h_last, ys = jax.lax.scan(step, h0.astype(jnp.float32), xs)
-    y = finish(jnp.swapaxes(ys, 0, 1), uf, D, z)
-    return y.astype(dtype), h_last
+    xs = tuple(jnp.swapaxes(x, 0, 1) for x in (u, delta, B, C))
+    h_last, ys = jax.lax.scan(step, h0, xs)
+    return jnp.swapaxes(ys, 0, 1), h_last
 
 
-def _associative(
-    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, state=None
-):
-    """The parallel form: materialises dA and dB*u as [B, L, D, N] (reference speed-up only)."""
-    dtype = u.dtype
-    uf = u.astype(jnp.float32)
-    delta = prepare_delta(delta, delta_bias, delta_softplus)
-    A, B, C = (x.astype(jnp.float32) for x in (A, B, C))
-    dA = jnp.exp(delta[..., None] * A)
-    dBu = (delta * uf)[..., None] * B[:, :, None, :]
-    hs, h_last = linear_scan(dA, dBu, state, impl="associative")
-    y = finish(jnp.einsum("bldn,bln->bld", hs, C), uf, D, z)
-    return y.astype(dtype), h_last
+def _chunk(shared, h, xs, valid):
+    """S6 over one chunk (Mamba paper eq. 2a and 4, ZOH for A, Euler for B).
+
+    x_t = exp(delta_t A) x_{t-1} + delta_t B_t u_t,  y_t = C_t . x_t. The
+    ``[B, T, D, N]`` discretised tensors exist only for this chunk.
+    """
+    del valid  # padding steps have delta = 0: exp(0 A) = 1, delta B u = 0
+    (a_mat,) = shared
+    u, delta, b_mat, c_mat = xs
+    d_a = jnp.exp(delta[..., None] * a_mat)  # [B, T, D, N]
+    d_bu = (delta * u)[..., None] * b_mat[:, :, None, :]
+    a_cum, b_cum = jax.lax.associative_scan(chunking.combine_linear, (d_a, d_bu), axis=1)
+    x = a_cum * h[:, None] + b_cum
+    return x[:, -1], jnp.einsum("btdn,btn->btd", x, c_mat)
+
+
+def _associative(u, delta, A, B, C, h0):
+    """The whole sequence as one chunk."""
+    xs = tuple(x.astype(F32) for x in (u, delta, B, C))
+    h_last, y = _chunk((A.astype(F32),), h0, xs, None)
+    return y, h_last
+
+
+def _chunked(u, delta, A, B, C, h0, *, chunk_size: int = 64):
+    """Padding steps have delta = 0: identities (see ``_chunk``)."""
+    chunking.check_chunk("chunk_size", chunk_size)
+    return chunking.scan_in_chunks(_chunk, (A.astype(F32),), h0, (u, delta, B, C), chunk_size)
+
+
+def _pallas(u, delta, A, B, C, h0, *, block_t: int = 64, block_d: int = 64, interpret=None):
+    """``block_t``: steps between saved states (the backward recomputes one
+    ``[B, block_t, D, N]`` block at a time); ``block_d``: channels per program (rounded
+    to a power of two). ``interpret=None``: interpret on CPU only."""
+
+    def forward(shared, h, xs):
+        (a_mat,), (u_, delta_, b_mat, c_mat) = shared, xs
+        options = {"block_t": block_t, "block_d": block_d, "interpret": interpret}
+        return pallas_kernel.forward(u_, delta_, a_mat, b_mat, c_mat, h, **options)
+
+    return chunking.recompute_vjp(forward, _chunk, block_t)((A,), h0, (u, delta, B, C))
 
 
 IMPLS = {
     "sequential": _sequential,
     "associative": _associative,
-    "chunked": chunked.selective_scan_chunked,
-    "pallas": pallas.selective_scan_pallas,
+    "chunked": _chunked,
+    "pallas": _pallas,
 }
 # CPU: measured (docs/benchmarks.md): lax.scan beats the parallel forms there.
 # Elsewhere: chunked keeps memory at chunk boundaries (no [B, L, D, N] for the backward
@@ -117,19 +141,26 @@ def selective_scan(
     state: Float[Array, "batch d_inner d_state"] | None = None,
     *,
     impl: str = "auto",
+    **options,
 ) -> tuple[Float[Array, "batch length d_inner"], Float[Array, "batch d_inner d_state"]]:
-    """``(y, last_state)``; passing ``last_state`` back as ``state`` continues exactly."""
-    _check(u, delta, A, B, C, D, z, state)
-    fn = dispatch.pick("selective_scan", IMPLS, impl, AUTO)
-    return fn(
-        u,
-        delta,
-        A,
-        B,
-        C,
-        D=D,
-        z=z,
-        delta_bias=delta_bias,
-        delta_softplus=delta_softplus,
-        state=state,
-    )
+    """``(y, last_state)``; passing ``last_state`` back as ``state`` continues exactly.
+
+    ``y`` has u's dtype, the state is float32. ``options`` go to the implementation:
+    ``chunk_size`` ("chunked"); ``block_t``, ``block_d``, ``interpret`` ("pallas").
+    """
+    _check(u, delta, A, B, C, D, z, delta_bias, state)
+    batch, _, dim = u.shape
+    h0 = jnp.zeros((batch, dim, A.shape[1]), F32) if state is None else state.astype(F32)
+    # Mamba's dt: delta + bias, then softplus if asked, in float32.
+    delta = delta.astype(F32)
+    if delta_bias is not None:
+        delta = delta + delta_bias.astype(F32)
+    if delta_softplus:
+        delta = jax.nn.softplus(delta)
+    y, h_last = dispatch.call("selective_scan", IMPLS, impl, AUTO, u, delta, A, B, C, h0, **options)
+    # The D skip and the silu(z) gate around the scan (the Mamba block's).
+    if D is not None:
+        y = y + u.astype(F32) * D.astype(F32)
+    if z is not None:
+        y = y * jax.nn.silu(z.astype(F32))
+    return y.astype(u.dtype), h_last

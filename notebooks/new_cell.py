@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -27,6 +29,7 @@
 
 # %%
 import os
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,9 +37,9 @@ from flax import linen as nn
 
 import arch
 from arch import protocol
-from arch.registry import ArchSpec
 from configs.synthetic import mqar
-from experiments import plots
+from experiments import bench_models
+from experiments.compare import compare
 from experiments.train import train
 
 SMOKE = os.environ.get("NOTEBOOK_SMOKE") == "1"  # the test suite runs this at tiny size
@@ -69,41 +72,52 @@ def mingru_step(z_t, h_tilde_t, h):
 
 # %% [markdown]
 # ## The mixer protocol: `__call__`, `init_state`, `step`, `prefill`
+# The state is a NamedTuple, so `step` reads as what it carries. A cell whose parameters
+# need their own optimizer rule declares it beside them, e.g.
+# `PARAM_RULES: ClassVar = {"decay": arch.params.SSM}`; minGRU has only Dense layers.
 
 
 # %%
+class MinGRUState(NamedTuple):
+    h: jax.Array  # [batch, d_model]: the hidden state h_{t-1}
+
+
 class MinGRU(nn.Module):
     d_model: int
     layer_id: int = 0
     n_layers: int = 1
 
     def setup(self):
-        self.gate = nn.Dense(self.d_model)
-        self.candidate = nn.Dense(self.d_model)
+        self.gate = nn.Dense(self.d_model)  # W_z
+        self.candidate = nn.Dense(self.d_model)  # W_h
         self.out = nn.Dense(self.d_model)
 
     def __call__(self, x, *, train=False):
         return self.prefill(self.init_state(x.shape[0]), x)[1]
 
     def init_state(self, batch_size):
-        return jnp.zeros((batch_size, self.d_model))
+        return MinGRUState(jnp.zeros((batch_size, self.d_model)))
 
-    def prefill(self, h0, x):
-        h = mingru(nn.sigmoid(self.gate(x)), self.candidate(x), h0)
-        return h[:, -1], self.out(h)
+    def prefill(self, state, x):
+        h = mingru(nn.sigmoid(self.gate(x)), self.candidate(x), state.h)
+        return MinGRUState(h[:, -1]), self.out(h)
 
-    def step(self, h, x_t):
-        h = mingru_step(nn.sigmoid(self.gate(x_t)), self.candidate(x_t), h)
-        return h, self.out(h)
+    def step(self, state, x_t):
+        h = mingru_step(nn.sigmoid(self.gate(x_t)), self.candidate(x_t), state.h)
+        return MinGRUState(h), self.out(h)
 
 
-spec = ArchSpec(MinGRU, channel="glu", doc="minGRU (Feng et al. 2024)")
+# One call makes "mingru" a name like the built-ins for build, the configs, train,
+# compare and bench (replace=True: re-running this cell redefines it).
+arch.register(
+    "mingru", arch.ArchSpec(MinGRU, channel="glu", doc="minGRU (Feng et al. 2024)"), replace=True
+)
 
 # %% [markdown]
 # ## Parallel == recurrent (the same check the tests run on every registered mixer)
 
 # %%
-model = arch.build(spec, vocab_size=64, d_model=32, n_layers=2)
+model = arch.build("mingru", vocab_size=64, d_model=32, n_layers=2)
 tokens = jax.random.randint(jax.random.key(0), (2, 17), 0, 64)
 params = model.init(jax.random.key(1), tokens)
 parallel = model.apply(params, tokens)
@@ -115,29 +129,25 @@ assert protocol.max_abs_diff(parallel, recurrent) < 1e-5
 assert protocol.max_abs_diff(parallel, prefilled) < 1e-5
 
 # %% [markdown]
-# ## Train it on MQAR beside built-in architectures (the one training loop)
+# ## Train it by name, on its own and beside built-in architectures (the one loop)
 
 # %%
-config = mqar.get_config()
+config = mqar.get_config("mingru")  # the config file accepts the registered name
 if SMOKE:
     config.train.steps, config.train.eval_every, config.train.log_every = 4, 4, 2
     config.train.eval_steps, config.train.progress = 1, False
-runs, results = {}, {}
-for name in ["mingru", "transformer", "mamba"]:
-    cfg = config.copy_and_resolve_references()
-    cfg.arch = "mamba" if name == "mingru" else name  # only read when no model is given
-    model = None
-    if name == "mingru":
-        model = arch.build(
-            spec,
-            vocab_size=cfg.task.options.vocab_size,
-            d_model=cfg.model.d_model,
-            n_layers=cfg.model.n_layers,
-        )
-    runs[name] = os.path.join(WORKDIR, name)
-    results[name] = train(cfg, runs[name], model=model)
-    print(name, results[name]["final"])
+results = train(config, os.path.join(WORKDIR, "mingru_alone"))
+print("mingru alone:", results["final"])
+
+rows = compare(config, ["mingru", "transformer", "mamba"], os.path.join(WORKDIR, "compare"))
+for row in rows:
+    print(row)
+
+# %% [markdown]
+# ## Benchmark it beside Mamba (train-step time against length)
 
 # %%
-path = plots.learning_curves(runs, os.path.join(WORKDIR, "learning_curves.png"))
-print("saved", path)
+lengths = [16] if SMOKE else [256, 1024, 4096]
+bench_rows = bench_models.bench_train(
+    ["mingru", "mamba"], lengths, os.path.join(WORKDIR, "bench"), repeats=1 if SMOKE else 3
+)

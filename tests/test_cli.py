@@ -1,5 +1,6 @@
 """run.py as a user meets it: bad input gives one line and exit status 2, never a trace."""
 
+import json
 import os
 import subprocess
 import sys
@@ -48,13 +49,19 @@ def test_unknown_config_key_and_arch_are_refused(tmp_path):
         str(tmp_path),
     )
     assert proc.returncode != 0
-    assert "lrr" in proc.stderr and "Traceback" not in proc.stderr
+    assert "unknown config key 'train.lrr'; valid at train: b1, b2" in proc.stderr
+    assert "Traceback" not in proc.stderr
     proc = run("train", "--config", "configs/synthetic/mqar.py:mambo", "--workdir", str(tmp_path))
     assert proc.returncode != 0
     assert "unknown architecture 'mambo'" in proc.stderr and "Traceback" not in proc.stderr
     proc = run("train", "--config", "configs/nothere.py", "--workdir", str(tmp_path))
     assert proc.returncode == 2 and "No such file" in proc.stderr
     assert "Traceback" not in proc.stderr
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(arg=None):\n    return {\n")
+    proc = run("train", "--config", str(broken), "--workdir", str(tmp_path))
+    assert proc.returncode == 2 and f"{broken}:2:" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2
 
 
 def test_train_then_eval_from_the_command_line(tmp_path):
@@ -66,12 +73,24 @@ def test_train_then_eval_from_the_command_line(tmp_path):
         "--config.train.progress=False",
         "--config.model.d_model=16",
         "--config.model.n_layers=1",
+        "--config.model.d_state=4",  # a mixer option, not in the config file
     ]
     proc = run(
         "train", "--config", "configs/synthetic/mqar.py:s4d", *overrides, "--workdir", workdir
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert os.path.exists(os.path.join(workdir, "results.json"))
-    proc = run("eval", "--workdir", workdir)
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["model"]["d_state"] == 4
+    with open(os.path.join(workdir, "results.json"), "rb") as f:
+        results = f.read()
+    proc = run("eval", "--workdir", workdir, "--checkpoint", "latest", "--split", "test")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "eval_accuracy" in proc.stdout
+    assert "test_accuracy" in proc.stdout
+    assert os.path.exists(os.path.join(workdir, "eval", "test-step3.json"))
+    with open(os.path.join(workdir, "results.json"), "rb") as f:
+        assert f.read() == results  # eval trains nothing and rewrites nothing
+    proc = run(
+        "train", "--config", "configs/synthetic/mqar.py:s4d", *overrides[:-1],
+        "--config.model.frobs=2", "--workdir", str(tmp_path / "other"),
+    )  # fmt: skip
+    assert proc.returncode == 2 and "unknown option(s) frobs; the S4D mixer takes" in proc.stderr

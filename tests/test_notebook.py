@@ -1,5 +1,6 @@
 """The new-cell notebook runs top to bottom (tiny size) and its .ipynb matches the .py."""
 
+import json
 import os
 
 import pytest
@@ -29,6 +30,9 @@ def test_notebook_executes(tmp_path, monkeypatch):
     client.execute()
     outputs = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
     assert "max |parallel - recurrent|" in outputs
-    assert os.path.exists(tmp_path / "learning_curves.png")
+    assert os.path.exists(tmp_path / "mingru_alone" / "results.json")
+    assert os.path.exists(tmp_path / "compare" / "learning_curves.png")
     for name in ("mingru", "transformer", "mamba"):
-        assert os.path.exists(tmp_path / name / "results.json")
+        with open(tmp_path / "compare" / name / "results.json") as f:
+            assert json.load(f)["config"]["arch"] == name
+    assert os.path.exists(tmp_path / "bench" / "train_bench.csv")

@@ -1,18 +1,34 @@
-"""Attention Free Transformer mixers (Zhai et al. 2021): AFT-full, -local, -simple, -conv.
+"""Attention Free Transformer mixers (Zhai et al. 2021, "An Attention Free Transformer"):
+AFT-full, AFT-local, AFT-simple and AFT-conv.
 
-Each is: q, k, v projections -> the AFT operation of ``kernels.aft`` -> output
-projection. Recurrent state:
+Glossary (code -> paper):
 
-- AFTSimple: a running (num, den, max) per channel: O(1) in the context length;
-- AFTFull: a KV cache of every past position up to ``max_len`` (like attention);
-- AFTLocal, AFTConv: the keys and values of the last ``window - 1`` positions (where
-  the learned bias applies) plus a running (num, den, max) of all older keys, which the
-  paper weighs with bias 0: a fixed-size state.
+- ``d_model`` = d; ``x`` = X; ``qkv``: W^Q, W^K, W^V (Q = X W^Q, K = X W^K, V = X W^V);
+  ``out``: the output projection;
+- ``kernels.aft``: Y_t = sigmoid(Q_t) * sum_t' exp(K_t' + w[t, t']) V_t' /
+  sum_t' exp(K_t' + w[t, t']) (eq. 2), with t' <= t when causal;
+- ``pos_bias`` = w, the learned pairwise position biases (eq. 2), ``[max_len, max_len]``;
+- ``window`` = s: AFT-local uses w[t, t'] where |t - t'| < s and 0 elsewhere (eq. 3);
+- AFT-simple: w = 0 (eq. 4), a softmax of K over time;
+- ``n_heads`` = h, ``kernel_size`` = s, ``aft_conv_kernel`` = the per-head kernels w_i
+  (eq. 5), ``aft_conv_gain``, ``aft_conv_shift`` = gamma_i, beta_i of the
+  re-parameterisation w_i <- gamma_i (w_i - mean w_i) / std w_i + beta_i;
+- ``num``, ``den``, ``max``: the running numerator and denominator of eq. 4 (scaled by
+  exp(-max) so that nothing overflows) over the positions seen so far.
+
+Each layer is: q, k, v projections -> its operation from ``kernels.aft`` -> output
+projection. Recurrent states (the kernels return plain tuples; the layers name them):
+
+- AFTSimple: ``AFTSimpleState`` (num, den, max) per channel, O(1) in the context;
+- AFTFull: ``AFTCache``, the keys and values of every past position up to ``max_len``
+  (like attention's KV cache);
+- AFTLocal, AFTConv: ``AFTWindow``, the keys and values of the last ``s - 1`` positions
+  (where the learned bias applies) and an ``AFTSimpleState`` of all older keys, which
+  the paper weighs with bias 0: a fixed-size state.
 
 Position biases start at 0 (so every variant starts as AFT-simple); AFT-conv's gain
-and shift (its kernel re-parameterisation) start at 0 as in the paper. The biases are
-in ``SSM_PARAMS``: like decay parameters they get the SSM learning rate and no weight
-decay.
+and shift start at 0 as in the paper. They train like the decays of the recurrent
+layers (``arch.params.SSM``: ``train.ssm_lr``, ``train.ssm_weight_decay``).
 
 Lengths: ``__call__``/``prefill`` raise ``ValueError`` past ``max_len`` (the size of the
 learned [max_len, max_len] bias). A traced position inside ``step`` cannot be checked;
@@ -22,233 +38,291 @@ generation must stop at ``max_len`` tokens.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from arch.protocol import require_causal
+from arch import params
+from arch.mixers.attention import check_heads, qkv_and_out
+from arch.protocol import require_causal, step_via_prefill
 from kernels import aft as K
 
-
-def _running(batch: int, dim: int) -> dict:
-    num, den, mx = K.aft_simple_init_state(batch, dim)
-    return {"num": num, "den": den, "max": mx}
-
-
-def _as_run(state: dict):
-    return (state["num"], state["den"], state["max"])
+# There is no official AFT code to follow (the paper gives no optimizer split): the
+# position biases train like the recurrent layers' decays, this project's choice.
+POSITION_BIAS = params.SSM
 
 
-def _from_run(run) -> dict:
-    return {"num": run[0], "den": run[1], "max": run[2]}
+class AFTSimpleState(NamedTuple):
+    """AFT-simple's state, and the older-than-the-window part of ``AFTWindow``."""
+
+    num: jax.Array  # [B, D] float32: sum_t' exp(K_t' - max) V_t'
+    den: jax.Array  # [B, D] float32: sum_t' exp(K_t' - max)
+    max: jax.Array  # [B, D] float32: max_t' K_t' (kernels.aft.RUN_FLOOR before any key)
 
 
-class _AFT(nn.Module):
-    """Shared fields, projections and checks; subclasses supply the operation."""
+class AFTCache(NamedTuple):
+    """AFT-full's state: every past key and value, like a KV cache."""
+
+    k: jax.Array  # [B, max_len, D] float32: keys, zero past pos
+    v: jax.Array  # [B, max_len, D] float32: values
+    pos: jax.Array  # [] int32: tokens already in the cache (where the next one goes)
+
+
+class AFTWindow(NamedTuple):
+    """AFT-local's and AFT-conv's state: the window of keys the learned bias reaches."""
+
+    k: jax.Array  # [B, s - 1, D] float32: keys of the last s - 1 positions
+    v: jax.Array  # [B, s - 1, D] float32: their values
+    running: AFTSimpleState  # the sums over all older keys (bias 0)
+    pos: jax.Array  # [] int32: tokens consumed
+
+
+def _check_impl(impl: str, impls) -> None:
+    if impl != "auto" and impl not in impls:
+        raise ValueError(f"unknown AFT impl {impl!r}; valid: auto, {', '.join(impls)}")
+
+
+def _check_max_len(max_len: int) -> None:
+    if max_len < 1:
+        raise ValueError(f"max_len={max_len} must be >= 1")
+
+
+def _check_length(layer: nn.Module, length: int, what: str) -> None:
+    if length > layer.max_len:
+        raise ValueError(
+            f"{type(layer).__name__}.{what}: length {length} exceeds max_len={layer.max_len} "
+            "(the size of the learned position bias); build the layer with a larger max_len"
+        )
+
+
+def _split_qkv(qkv):
+    """[B, L, 3 D] -> Q, K, V, each [B, L, D]."""
+    return jnp.split(qkv, 3, axis=-1)
+
+
+def _window_state(kernel_state, pos) -> AFTWindow:
+    """``kernels.aft``'s (keys, values, (num, den, max)) as an ``AFTWindow``."""
+    k, v, running = kernel_state
+    return AFTWindow(k, v, AFTSimpleState(*running), pos)
+
+
+def _kernel_window(state: AFTWindow):
+    return state.k, state.v, tuple(state.running)
+
+
+class AFTFull(nn.Module):
+    """AFT-full (eq. 2): a learned bias for every pair of positions, O(T^2 d).
+
+    Options: ``max_len`` = T, the size of ``pos_bias`` and of the cache; ``impl``.
+    """
 
     d_model: int
     layer_id: int = 0
     n_layers: int = 1
     causal: bool = True
-
-    SSM_PARAMS: ClassVar[tuple[str, ...]] = ()
-    _IMPLS: ClassVar[dict] = K.IMPLS
-
-    def __post_init__(self):
-        super().__post_init__()
-        impl = getattr(self, "impl", "auto")
-        if impl != "auto" and impl not in self._IMPLS:
-            raise ValueError(f"unknown AFT impl {impl!r}; valid: auto, {', '.join(self._IMPLS)}")
-        if getattr(self, "max_len", 1) < 1:
-            raise ValueError(f"max_len={self.max_len} must be >= 1")
-
-    def _projections(self):
-        self.qkv = nn.Dense(3 * self.d_model, kernel_init=nn.initializers.normal(0.02))
-        self.out = nn.Dense(
-            self.d_model, kernel_init=nn.initializers.normal(0.02 / (2 * self.n_layers) ** 0.5)
-        )
-
-    def _qkv(self, x):
-        return jnp.split(self.qkv(x), 3, axis=-1)
-
-    def _check_length(self, length: int, what: str):
-        max_len = getattr(self, "max_len", None)
-        if max_len is not None and length > max_len:
-            raise ValueError(
-                f"{type(self).__name__}.{what}: length {length} exceeds max_len={max_len} "
-                "(the size of the learned position bias); build the layer with a larger max_len"
-            )
-
-    def __call__(self, x, *, train: bool = False):
-        self._check_length(x.shape[1], "__call__")
-        return self.out(self._mix(*self._qkv(x)))
-
-    def prefill(self, state, x):
-        require_causal(self, "prefill")
-        self._check_length(x.shape[1], "prefill")
-        state, y = self._chunk(state, *self._qkv(x))
-        return state, self.out(y)
-
-    def step(self, state, x_t):
-        require_causal(self, "step")
-        state, y = self._chunk(state, *self._qkv(x_t[:, None]))
-        return state, self.out(y[:, 0])
-
-
-class AFTFull(_AFT):
-    """AFT-full (eq. 2): a learned bias for every pair of positions, O(T^2 d)."""
-
     max_len: int = 2048
     impl: str = "auto"
 
-    SSM_PARAMS: ClassVar[tuple[str, ...]] = ("pos_bias",)
+    def __post_init__(self):
+        super().__post_init__()
+        _check_impl(self.impl, K.IMPLS)
+        _check_max_len(self.max_len)
+
+    # w: SSM rate, no official AFT code to cite (see POSITION_BIAS).
+    PARAM_RULES: ClassVar = {"pos_bias": POSITION_BIAS}
 
     def setup(self):
-        self._projections()
+        self.qkv, self.out = qkv_and_out(self.d_model, self.n_layers)
+        # w (eq. 2), zero at init: the layer starts as AFT-simple.
         self.pos_bias = self.param("pos_bias", nn.initializers.zeros, (self.max_len, self.max_len))
 
-    def _mix(self, q, k, v):
-        return K.aft_full(q, k, v, self.pos_bias, causal=self.causal, impl=self.impl)
+    def __call__(self, x, *, train: bool = False):
+        """Y_t = sigmoid(Q_t) * sum_t' exp(K_t' + w[t, t']) V_t' / sum_t' exp(K_t' + w[t, t'])."""
+        _check_length(self, x.shape[1], "__call__")
+        q, k, v = _split_qkv(self.qkv(x))
+        return self.out(K.aft_full(q, k, v, self.pos_bias, causal=self.causal, impl=self.impl))
 
-    def init_state(self, batch_size: int):
+    def init_state(self, batch_size: int) -> AFTCache:
         require_causal(self, "init_state")
         cache = jnp.zeros((batch_size, self.max_len, self.d_model), jnp.float32)
-        return {"k": cache, "v": cache, "pos": jnp.zeros((), jnp.int32)}
+        return AFTCache(k=cache, v=cache, pos=jnp.zeros((), jnp.int32))
 
-    def _chunk(self, state, q, k, v):
-        pos = state["pos"]
-        (ck, cv), y = K.aft_full_chunk(
-            (state["k"], state["v"]), pos, q, k, v, self.pos_bias, impl=self.impl
+    def prefill(self, state: AFTCache, x):
+        """Write the chunk at ``pos``; position pos + i sees the cache up to pos + i."""
+        require_causal(self, "prefill")
+        _check_length(self, x.shape[1], "prefill")
+        q, k, v = _split_qkv(self.qkv(x))
+        (cache_k, cache_v), y = K.aft_full_chunk(
+            (state.k, state.v), state.pos, q, k, v, self.pos_bias, impl=self.impl
         )
-        return {"k": ck, "v": cv, "pos": pos + q.shape[1]}, y
+        return AFTCache(cache_k, cache_v, state.pos + x.shape[1]), self.out(y)
+
+    def step(self, state: AFTCache, x_t):
+        require_causal(self, "step")
+        return step_via_prefill(self, state, x_t)
 
 
-class _Windowed(_AFT):
-    """State: the last ``window - 1`` keys/values plus the running sum of older keys."""
+class AFTLocal(nn.Module):
+    """AFT-local (eq. 3): the learned bias w[t, t'] only where |t - t'| < window.
 
-    def _window(self) -> int:
-        raise NotImplementedError
+    Options: ``window`` = s; ``max_len``: the size of ``pos_bias``; ``impl``.
+    """
 
-    def init_state(self, batch_size: int):
-        require_causal(self, "init_state")
-        buf_k, buf_v, run = K.aft_window_init_state(batch_size, self._window(), self.d_model)
-        return {"k": buf_k, "v": buf_v, **_from_run(run), "pos": jnp.zeros((), jnp.int32)}
-
-    def _chunk(self, state, q, k, v):
-        pos = state["pos"]
-        kernel_state = (state["k"], state["v"], _as_run(state))
-        (buf_k, buf_v, run), y = self._window_chunk(kernel_state, pos, q, k, v)
-        return {"k": buf_k, "v": buf_v, **_from_run(run), "pos": pos + q.shape[1]}, y
-
-
-class AFTLocal(_Windowed):
-    """AFT-local (eq. 3): the learned bias w[t, t'] only where |t - t'| < window."""
-
+    d_model: int
+    layer_id: int = 0
+    n_layers: int = 1
+    causal: bool = True
     window: int = 32
     max_len: int = 2048
     impl: str = "auto"
 
-    SSM_PARAMS: ClassVar[tuple[str, ...]] = ("pos_bias",)
-
     def __post_init__(self):
         super().__post_init__()
+        _check_impl(self.impl, K.IMPLS)
+        _check_max_len(self.max_len)
         if self.window < 1:
             raise ValueError(f"window={self.window} must be >= 1")
 
+    # w: SSM rate, no official AFT code to cite (see POSITION_BIAS).
+    PARAM_RULES: ClassVar = {"pos_bias": POSITION_BIAS}
+
     def setup(self):
-        self._projections()
+        self.qkv, self.out = qkv_and_out(self.d_model, self.n_layers)
+        # w, read only where |t - t'| < s (eq. 3); zero at init: the layer starts as AFT-simple.
         self.pos_bias = self.param("pos_bias", nn.initializers.zeros, (self.max_len, self.max_len))
 
-    def _window(self) -> int:
-        return self.window
+    def __call__(self, x, *, train: bool = False):
+        """Eq. 2 with w[t, t'] kept where |t - t'| < s and 0 elsewhere (eq. 3)."""
+        _check_length(self, x.shape[1], "__call__")
+        q, k, v = _split_qkv(self.qkv(x))
+        y = K.aft_local(q, k, v, self.pos_bias, self.window, causal=self.causal, impl=self.impl)
+        return self.out(y)
 
-    def _mix(self, q, k, v):
-        return K.aft_local(q, k, v, self.pos_bias, self.window, causal=self.causal, impl=self.impl)
+    def init_state(self, batch_size: int) -> AFTWindow:
+        require_causal(self, "init_state")
+        empty = K.aft_window_init_state(batch_size, self.window, self.d_model)
+        return _window_state(empty, jnp.zeros((), jnp.int32))
 
-    def _window_chunk(self, state, pos, q, k, v):
-        return K.aft_local_chunk(state, pos, q, k, v, self.pos_bias, self.window)
+    def prefill(self, state: AFTWindow, x):
+        """The window plus the chunk with the learned bias, the older keys with bias 0."""
+        require_causal(self, "prefill")
+        _check_length(self, x.shape[1], "prefill")
+        q, k, v = _split_qkv(self.qkv(x))
+        window, y = K.aft_local_chunk(
+            _kernel_window(state), state.pos, q, k, v, self.pos_bias, self.window
+        )
+        return _window_state(window, state.pos + x.shape[1]), self.out(y)
+
+    def step(self, state: AFTWindow, x_t):
+        require_causal(self, "step")
+        return step_via_prefill(self, state, x_t)
 
 
-class AFTSimple(_AFT):
-    """AFT-simple (eq. 4): no position bias; causal form is a running sum (O(1) state)."""
+class AFTSimple(nn.Module):
+    """AFT-simple (eq. 4): no position bias; the causal form is a running sum (O(1) state).
 
+    Options: ``impl``: the causal form's scan, ``"sequential"`` or ``"associative"``.
+    """
+
+    d_model: int
+    layer_id: int = 0
+    n_layers: int = 1
+    causal: bool = True
     impl: str = "auto"
 
-    _IMPLS: ClassVar[dict] = K.SIMPLE_IMPLS
+    def __post_init__(self):
+        super().__post_init__()
+        _check_impl(self.impl, K.SIMPLE_IMPLS)
 
+    # No PARAM_RULES: the projections are Dense layers (Flax's usual rules).
     def setup(self):
-        self._projections()
+        self.qkv, self.out = qkv_and_out(self.d_model, self.n_layers)
 
-    def _mix(self, q, k, v):
-        return K.aft_simple(q, k, v, causal=self.causal, impl=self.impl)
+    def __call__(self, x, *, train: bool = False):
+        """Y_t = sigmoid(Q_t) * sum_t' softmax(K)_t' V_t' (eq. 4), t' <= t when causal."""
+        q, k, v = _split_qkv(self.qkv(x))
+        return self.out(K.aft_simple(q, k, v, causal=self.causal, impl=self.impl))
 
-    def init_state(self, batch_size: int):
+    def init_state(self, batch_size: int) -> AFTSimpleState:
         require_causal(self, "init_state")
-        return _running(batch_size, self.d_model)
+        return AFTSimpleState(*K.aft_simple_init_state(batch_size, self.d_model))
 
-    def _chunk(self, state, q, k, v):
-        run, y = K.aft_simple_chunk(_as_run(state), q, k, v, impl=self.impl)
-        return _from_run(run), y
+    def prefill(self, state: AFTSimpleState, x):
+        """Fold the chunk into the running (num, den, max); Y_t reads the sums up to t."""
+        require_causal(self, "prefill")
+        q, k, v = _split_qkv(self.qkv(x))
+        running, y = K.aft_simple_chunk(tuple(state), q, k, v, impl=self.impl)
+        return AFTSimpleState(*running), self.out(y)
+
+    def step(self, state: AFTSimpleState, x_t):
+        require_causal(self, "step")
+        return step_via_prefill(self, state, x_t)
 
 
-class AFTConv(_Windowed):
+class AFTConv(nn.Module):
     """AFT-conv (eq. 5): per-head relative bias of ``kernel_size`` taps, re-parameterised.
 
     The effective kernel is gain * (w - mean w) / std w + shift per head; gain and shift
     start at 0 (paper), so the layer starts as AFT-simple. Translation invariant: no
-    max_len.
+    max_len. Options: ``n_heads`` = h (dividing d_model), ``kernel_size`` = s, ``impl``.
     """
 
+    d_model: int
+    layer_id: int = 0
+    n_layers: int = 1
+    causal: bool = True
     n_heads: int = 4
     kernel_size: int = 32
     impl: str = "auto"
 
-    SSM_PARAMS: ClassVar[tuple[str, ...]] = ("aft_conv_kernel", "aft_conv_gain", "aft_conv_shift")
-
     def __post_init__(self):
         super().__post_init__()
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
-                "pick n_heads that divides d_model"
-            )
+        _check_impl(self.impl, K.IMPLS)
+        check_heads(self.d_model, self.n_heads)
         if self.kernel_size < 1:
             raise ValueError(f"kernel_size={self.kernel_size} must be >= 1")
 
+    # w_i, gamma_i, beta_i: SSM rate, no official AFT code to cite (see POSITION_BIAS).
+    PARAM_RULES: ClassVar = dict.fromkeys(
+        ("aft_conv_kernel", "aft_conv_gain", "aft_conv_shift"), POSITION_BIAS
+    )
+
     def setup(self):
-        self._projections()
-        shape = (self.n_heads, self.kernel_size)
+        self.qkv, self.out = qkv_and_out(self.d_model, self.n_layers)
+        heads, size = self.n_heads, self.kernel_size
         # Any non-constant init works: the re-parameterisation normalises the taps per head.
-        self.aft_conv_kernel = self.param("aft_conv_kernel", nn.initializers.normal(1.0), shape)
-        self.aft_conv_gain = self.param("aft_conv_gain", nn.initializers.zeros, (self.n_heads,))
-        self.aft_conv_shift = self.param("aft_conv_shift", nn.initializers.zeros, (self.n_heads,))
-
-    def _window(self) -> int:
-        return self.kernel_size
-
-    def _mix(self, q, k, v):
-        return K.aft_conv(
-            q,
-            k,
-            v,
-            self.aft_conv_kernel,
-            self.n_heads,
-            causal=self.causal,
-            gain=self.aft_conv_gain,
-            shift=self.aft_conv_shift,
-            impl=self.impl,
+        self.aft_conv_kernel = self.param(
+            "aft_conv_kernel", nn.initializers.normal(1.0), (heads, size)
         )
+        self.aft_conv_gain = self.param("aft_conv_gain", nn.initializers.zeros, (heads,))
+        self.aft_conv_shift = self.param("aft_conv_shift", nn.initializers.zeros, (heads,))
 
-    def _window_chunk(self, state, pos, q, k, v):
-        return K.aft_conv_chunk(
-            state,
-            pos,
-            q,
-            k,
-            v,
-            self.aft_conv_kernel,
-            self.n_heads,
-            gain=self.aft_conv_gain,
-            shift=self.aft_conv_shift,
+    def __call__(self, x, *, train: bool = False):
+        """Eq. 2 with w[t, t'] = w_i[t - t'] inside the kernel window, 0 outside (eq. 5)."""
+        q, k, v = _split_qkv(self.qkv(x))
+        w, gamma, beta = self.aft_conv_kernel, self.aft_conv_gain, self.aft_conv_shift
+        y = K.aft_conv(
+            q, k, v, w, self.n_heads, causal=self.causal, gain=gamma, shift=beta, impl=self.impl
         )
+        return self.out(y)
+
+    def init_state(self, batch_size: int) -> AFTWindow:
+        require_causal(self, "init_state")
+        empty = K.aft_window_init_state(batch_size, self.kernel_size, self.d_model)
+        return _window_state(empty, jnp.zeros((), jnp.int32))
+
+    def prefill(self, state: AFTWindow, x):
+        """As AFT-local's, with the per-head kernel as the bias inside the window."""
+        require_causal(self, "prefill")
+        q, k, v = _split_qkv(self.qkv(x))
+        w, gamma, beta = self.aft_conv_kernel, self.aft_conv_gain, self.aft_conv_shift
+        window, y = K.aft_conv_chunk(
+            _kernel_window(state), state.pos, q, k, v, w, self.n_heads, gain=gamma, shift=beta
+        )
+        return _window_state(window, state.pos + x.shape[1]), self.out(y)
+
+    def step(self, state: AFTWindow, x_t):
+        require_causal(self, "step")
+        return step_via_prefill(self, state, x_t)

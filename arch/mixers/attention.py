@@ -1,4 +1,18 @@
-"""Multi-head softmax attention (Vaswani et al. 2017) with rotary positions and a KV cache.
+"""Multi-head softmax attention (Vaswani et al. 2017, "Attention Is All You Need") with
+rotary positions (Su et al. 2021, "RoFormer: Enhanced Transformer with Rotary Position
+Embedding") and a KV cache.
+
+Glossary (code -> paper):
+
+- ``d_model`` = d_model; ``n_heads`` = h; ``head_dim`` = d_k = d_v = d_model / h
+  (Section 3.2.2);
+- ``qkv``: W^Q, W^K, W^V of every head as one Dense(3 d_model); ``out`` = W^O
+  (Section 3.2.2, MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O);
+- ``K.attention`` = softmax(Q K^T / sqrt(d_k)) V (eq. 1), with query i seeing keys
+  j <= i when causal;
+- ``pos="rope"``: q and k rotated by R_{Theta, m} at their position m (RoFormer eq. 34),
+  theta_i = ``rope_base``^(-2i / d_k);
+- ``KVCache``: the (rotated) keys and values of every position so far, the state.
 
 The recurrent state is a KV cache of fixed size ``max_len``: it holds every past key
 and value, so memory and per-token cost grow with the context, unlike the recurrent
@@ -13,18 +27,54 @@ output is wrong. Generation loops must stop at ``max_len`` tokens.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
+from einops import rearrange
 from flax import linen as nn
 
-from arch.protocol import require_causal
+from arch.protocol import require_causal, step_via_prefill
 from kernels import attention as K
 
 POS_ENCODINGS = ("rope", "none")
 
 
+class KVCache(NamedTuple):
+    """Attention's recurrent state."""
+
+    k: jax.Array  # [B, max_len, heads, head_dim] float32: keys (rotated), zero past pos
+    v: jax.Array  # [B, max_len, heads, head_dim] float32: values
+    pos: jax.Array  # [] int32: tokens already in the cache (where the next one goes)
+
+
+def check_heads(d_model: int, n_heads: int) -> None:
+    if d_model % n_heads:
+        raise ValueError(
+            f"d_model={d_model} is not divisible by n_heads={n_heads}; "
+            "pick n_heads that divides d_model"
+        )
+
+
+def qkv_and_out(d_model: int, n_layers: int) -> tuple[nn.Dense, nn.Dense]:
+    """The q, k, v projection (one Dense(3 d_model)) and the output projection.
+
+    GPT-2 initialisation: N(0, 0.02), the output projection scaled by 1/sqrt(2 * depth)
+    because every block adds its output to the residual stream. Call from ``setup``.
+    """
+    qkv = nn.Dense(3 * d_model, kernel_init=nn.initializers.normal(0.02))
+    out = nn.Dense(d_model, kernel_init=nn.initializers.normal(0.02 / (2 * n_layers) ** 0.5))
+    return qkv, out
+
+
 class Attention(nn.Module):
+    """Causal or bidirectional multi-head attention.
+
+    Options: ``n_heads`` = h; ``pos``: ``"rope"`` (rotary, base ``rope_base``) or
+    ``"none"``; ``max_len``: the size of the KV cache and the longest chunk; ``dropout``
+    on the output; ``impl``: the ``kernels.attention`` implementation.
+    """
+
     d_model: int
     layer_id: int = 0
     n_layers: int = 1
@@ -36,15 +86,9 @@ class Attention(nn.Module):
     dropout: float = 0.0
     impl: str = "auto"
 
-    SSM_PARAMS: ClassVar[tuple[str, ...]] = ()
-
     def __post_init__(self):
         super().__post_init__()
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
-                "pick n_heads that divides d_model"
-            )
+        check_heads(self.d_model, self.n_heads)
         if self.pos not in POS_ENCODINGS:
             raise ValueError(f"unknown pos {self.pos!r}; valid: {', '.join(POS_ENCODINGS)}")
         if self.pos == "rope" and (self.d_model // self.n_heads) % 2:
@@ -63,14 +107,9 @@ class Attention(nn.Module):
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
 
+    # No PARAM_RULES: every parameter is a Dense kernel or bias (Flax's usual rules).
     def setup(self):
-        # GPT-2 initialisation: N(0, 0.02), the output projection scaled by 1/sqrt(2 * depth)
-        # because every block adds its output to the residual stream.
-        self.qkv = nn.Dense(3 * self.d_model, kernel_init=nn.initializers.normal(0.02))
-        self.out = nn.Dense(
-            self.d_model,
-            kernel_init=nn.initializers.normal(0.02 / (2 * self.n_layers) ** 0.5),
-        )
+        self.qkv, self.out = qkv_and_out(self.d_model, self.n_layers)
         self.drop = nn.Dropout(self.dropout)
 
     def _check_length(self, length: int, what: str):
@@ -81,17 +120,16 @@ class Attention(nn.Module):
             )
 
     def _project(self, x, positions):
-        """x [B, T, d_model] -> q, k, v [B, T, H, Dh], rotated when pos='rope'."""
-        q, k, v = jnp.split(self.qkv(x), 3, axis=-1)
-        shape = (*x.shape[:2], self.n_heads, self.head_dim)
-        q, k, v = (a.reshape(shape) for a in (q, k, v))
+        """x -> q, k, v, each (B T heads head_dim), q and k rotated when pos='rope'."""
+        qkv = self.qkv(x)  # (B T 3*d_model)
+        q, k, v = rearrange(qkv, "b t (three h d) -> three b t h d", three=3, h=self.n_heads)
         if self.pos == "rope":
             q = K.rope(q, positions, self.rope_base)
             k = K.rope(k, positions, self.rope_base)
         return q, k, v
 
     def _output(self, y, train: bool):
-        y = self.out(y.reshape(*y.shape[:2], self.d_model))
+        y = self.out(rearrange(y, "b t h d -> b t (h d)"))  # Concat(heads) W^O
         # jax.nn.dot_product_attention has no attention-probability dropout: drop the output.
         return self.drop(y, deterministic=not train)
 
@@ -99,25 +137,24 @@ class Attention(nn.Module):
         length = x.shape[1]
         self._check_length(length, "__call__")
         q, k, v = self._project(x, jnp.arange(length))
-        y = K.attention(q, k, v, causal=self.causal, impl=self.impl)
+        y = K.attention(q, k, v, causal=self.causal, impl=self.impl)  # (B T heads head_dim)
         return self._output(y, train)
 
-    def init_state(self, batch_size: int):
+    def init_state(self, batch_size: int) -> KVCache:
         require_causal(self, "init_state")
         cache = jnp.zeros((batch_size, self.max_len, self.n_heads, self.head_dim), jnp.float32)
-        return {"k": cache, "v": cache, "pos": jnp.zeros((), jnp.int32)}
+        return KVCache(k=cache, v=cache, pos=jnp.zeros((), jnp.int32))
 
-    def prefill(self, state, x):
+    def prefill(self, state: KVCache, x):
+        """Write the chunk's keys and values at ``pos``; its queries attend to the cache."""
         require_causal(self, "prefill")
         length = x.shape[1]
         self._check_length(length, "prefill")
-        pos = state["pos"]
-        q, k, v = self._project(x, pos + jnp.arange(length))
-        cache_k, cache_v = K.cache_update(state["k"], state["v"], k, v, pos)
-        y = K.attend_cache(q, cache_k, cache_v, pos + length, impl=self.impl)
-        return {"k": cache_k, "v": cache_v, "pos": pos + length}, self._output(y, False)
+        q, k, v = self._project(x, state.pos + jnp.arange(length))
+        cache_k, cache_v = K.cache_update(state.k, state.v, k, v, state.pos)
+        y = K.attend_cache(q, cache_k, cache_v, state.pos + length, impl=self.impl)
+        return KVCache(cache_k, cache_v, state.pos + length), self._output(y, False)
 
-    def step(self, state, x_t):
+    def step(self, state: KVCache, x_t):
         require_causal(self, "step")
-        state, y = self.prefill(state, x_t[:, None])
-        return state, y[:, 0]
+        return step_via_prefill(self, state, x_t)

@@ -1,21 +1,40 @@
-"""The Mamba block (Gu & Dao 2023, Figure 3; state-spaces/mamba ``mamba_simple.py``).
+"""The Mamba block (Gu & Dao 2023, "Mamba: Linear-Time Sequence Modeling with Selective
+State Spaces", Figure 3 and Algorithm 2; state-spaces/mamba ``mamba_simple.py``).
+
+Glossary (code -> paper, Algorithm 2):
+
+- ``d_model`` = D; ``d_inner`` = E D (``expand`` = E = 2); ``d_state`` = N;
+- ``dt_rank`` = R, the rank of the Delta projection (ceil(D / 16));
+- ``in_proj`` -> (x, z): the two branches of Figure 3; ``conv_weight``/``conv_bias``:
+  the causal depthwise conv1d of width ``d_conv``;
+- ``x_proj`` -> (dt, B, C) = (s_Delta, s_B, s_C): the selection projections (eq. 2 and
+  Algorithm 2, lines 2-4); ``dt_proj`` + ``dt_bias`` then softplus = tau_Delta;
+- ``A_log``: A = -exp(A_log), S4D-Real init (A_n = -(n + 1));
+- ``D``: the skip connection y + D x; ``out_proj``: the output projection;
+- ``selective_scan`` = SSM(A, B, C)(x) with ZOH for A and Euler for B (eq. 4).
 
 in_proj -> (x, z); causal depthwise conv1d on x -> SiLU -> x_proj -> (dt, B, C);
 dt_proj (+ dt_bias, softplus inside the scan) -> selective scan with the D skip ->
-gate SiLU(z) -> out_proj. The recurrent state is the last ``d_conv - 1`` conv inputs
-and the SSM state ``[batch, d_inner, d_state]``.
+gate SiLU(z) -> out_proj. The recurrent state is a ``MambaState``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from arch import params
+from arch.protocol import step_via_prefill
 from kernels.selective_scan import selective_scan
+
+
+class MambaState(NamedTuple):
+    conv: jnp.ndarray  # [B, d_conv - 1, d_inner]: the last conv inputs
+    ssm: jnp.ndarray  # [B, d_inner, d_state] float32: h of the selective scan
 
 
 def dt_bias_init(dt_min: float, dt_max: float, floor: float):
@@ -58,7 +77,9 @@ class Mamba(nn.Module):
     bias: bool = False
     impl: str = "auto"
 
-    SSM_PARAMS: ClassVar[tuple[str, ...]] = ("A_log", "D", "dt_bias")
+    # state-spaces/mamba excludes A_log and D from weight decay (``_no_weight_decay``);
+    # here they and dt_bias train at train.ssm_lr, the S4 convention.
+    PARAM_RULES: ClassVar = {"A_log": params.SSM, "D": params.SSM, "dt_bias": params.SSM}
 
     def __post_init__(self):
         super().__post_init__()
@@ -108,10 +129,9 @@ class Mamba(nn.Module):
             out = out + self.conv_bias_
         return padded[:, padded.shape[1] - (k - 1) :], out
 
-    def prefill(self, state, x):
-        conv_state, ssm_state = state
-        x_in, z = jnp.split(self.in_proj(x), 2, axis=-1)
-        conv_state, x_conv = self._conv(conv_state, x_in)
+    def prefill(self, state: MambaState, x):
+        x_in, z = jnp.split(self.in_proj(x), 2, axis=-1)  # [B, L, E] each
+        conv_state, x_conv = self._conv(state.conv, x_in)
         x_conv = nn.silu(x_conv)
         dt, B, C = jnp.split(self.x_proj(x_conv), [self.rank, self.rank + self.d_state], axis=-1)
         y, ssm_state = selective_scan(
@@ -124,20 +144,19 @@ class Mamba(nn.Module):
             z=z,
             delta_bias=self.dt_bias,
             delta_softplus=True,
-            state=ssm_state,
+            state=state.ssm,
             impl=self.impl,
         )
-        return (conv_state, ssm_state), self.out_proj(y)
+        return MambaState(conv_state, ssm_state), self.out_proj(y)
 
     def __call__(self, x, *, train: bool = False):
         return self.prefill(self.init_state(x.shape[0]), x)[1]
 
-    def init_state(self, batch_size: int):
-        return (
-            jnp.zeros((batch_size, self.d_conv - 1, self.d_inner), jnp.float32),
-            jnp.zeros((batch_size, self.d_inner, self.d_state), jnp.float32),
+    def init_state(self, batch_size: int) -> MambaState:
+        return MambaState(
+            conv=jnp.zeros((batch_size, self.d_conv - 1, self.d_inner), jnp.float32),
+            ssm=jnp.zeros((batch_size, self.d_inner, self.d_state), jnp.float32),
         )
 
-    def step(self, state, x_t):
-        state, y = self.prefill(state, x_t[:, None])
-        return state, y[:, 0]
+    def step(self, state: MambaState, x_t):
+        return step_via_prefill(self, state, x_t)

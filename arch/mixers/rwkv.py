@@ -1,19 +1,32 @@
-"""RWKV-4 TimeMix and ChannelMix (Peng et al. 2023, eq. 11-17; BlinkDL RWKV-LM v4).
+"""RWKV-4 TimeMix and ChannelMix (Peng et al. 2023, "RWKV: Reinventing RNNs for the
+Transformer Era", eq. 11-17; BlinkDL/RWKV-LM ``RWKV-v4neo/src/model.py``).
 
-Both mix each token with the previous one ("token shift", eq. 11-13, 15-16), so their
-recurrent state holds the last input; TimeMix also holds the WKV state.
+Glossary (code -> paper):
+
+- ``time_mix_k``, ``time_mix_v``, ``time_mix_r`` = mu_k, mu_v, mu_r: the token-shift
+  interpolation, k_t = W_k (mu_k x_t + (1 - mu_k) x_{t-1}) (eq. 11-13, 15-16);
+- ``key``, ``value``, ``receptance``, ``output`` = W_k, W_v, W_r, W_o;
+- ``time_decay`` = w, applied as ``-exp(time_decay)`` (the per-channel decay, eq. 14);
+- ``time_first`` = u, the bonus of the current token (eq. 14);
+- ``wkv4`` = the WKV operator (eq. 14), running-max stabilised (``kernels.wkv``);
+- ``d_attention`` = the width of k, v, r (``dim_att`` in RWKV-LM; d_model by default).
+
+Both layers mix each token with the previous one, so their recurrent state holds the
+last input (``shift``); TimeMix also holds the WKV state (``num, den, max``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from kernels.wkv import empty_state, wkv4
+from arch import params
+from arch.protocol import step_via_prefill
+from kernels.wkv import WKVState, empty_state, wkv4
 
 _zeros = nn.initializers.zeros
 
@@ -26,6 +39,26 @@ def _ratios(layer_id: int, n_layers: int) -> tuple[float, float]:
 
 def _const(values: np.ndarray):
     return lambda key, shape, dtype=jnp.float32: jnp.asarray(values, dtype).reshape(shape)
+
+
+class RWKVState(NamedTuple):
+    shift: jnp.ndarray  # [B, d_model] float32: x_{t-1}, the last input seen
+    wkv: WKVState  # [B, d_attention] each: the running WKV sums
+
+
+class ShiftState(NamedTuple):
+    shift: jnp.ndarray  # [B, d_model] float32: x_{t-1} (ChannelMix's token shift)
+
+
+# mu, w and u: no weight decay, as in RWKV-LM (its configure_optimizers); they train at
+# train.ssm_lr here, where RWKV-LM uses 1x-3x its base rate (a known deviation).
+_TIME_RULES = {
+    "time_decay": params.SSM,
+    "time_first": params.SSM,
+    "time_mix_k": params.SSM,
+    "time_mix_v": params.SSM,
+    "time_mix_r": params.SSM,
+}
 
 
 def _shift(last_x, x):
@@ -44,13 +77,7 @@ class RWKVTimeMix(nn.Module):
     d_attention: int | None = None
     impl: str = "auto"
 
-    SSM_PARAMS: ClassVar[tuple[str, ...]] = (
-        "time_decay",
-        "time_first",
-        "time_mix_k",
-        "time_mix_v",
-        "time_mix_r",
-    )
+    PARAM_RULES: ClassVar = _TIME_RULES
 
     def __post_init__(self):
         super().__post_init__()
@@ -81,28 +108,26 @@ class RWKVTimeMix(nn.Module):
         self.receptance = nn.Dense(a, use_bias=False, kernel_init=_zeros)
         self.output = nn.Dense(d, use_bias=False, kernel_init=_zeros)
 
-    def prefill(self, state, x):
-        last_x, *wkv_state = state
-        prev = _shift(last_x, x)
-        k = self.key(_mix(x, prev, self.time_mix_k))
-        v = self.value(_mix(x, prev, self.time_mix_v))
-        r = nn.sigmoid(self.receptance(_mix(x, prev, self.time_mix_r)))
-        w = -jnp.exp(self.time_decay.astype(jnp.float32))
-        y, wkv_state = wkv4(w, self.time_first, k, v, tuple(wkv_state), impl=self.impl)
-        return (x[:, -1].astype(jnp.float32), *wkv_state), self.output(r * y)
+    def prefill(self, state: RWKVState, x):
+        prev = _shift(state.shift, x)  # x_{t-1}                      [B, L, d_model]
+        k = self.key(_mix(x, prev, self.time_mix_k))  # eq. 12        [B, L, d_att]
+        v = self.value(_mix(x, prev, self.time_mix_v))  # eq. 13
+        r = nn.sigmoid(self.receptance(_mix(x, prev, self.time_mix_r)))  # eq. 11, sigma(r)
+        w = -jnp.exp(self.time_decay.astype(jnp.float32))  # decay < 0 [d_att]
+        y, wkv = wkv4(w, self.time_first, k, v, state.wkv, impl=self.impl)  # eq. 14
+        return RWKVState(x[:, -1].astype(jnp.float32), wkv), self.output(r * y)  # eq. 15
 
     def __call__(self, x, *, train: bool = False):
         return self.prefill(self.init_state(x.shape[0]), x)[1]
 
-    def init_state(self, batch_size: int):
-        return (
-            jnp.zeros((batch_size, self.d_model), jnp.float32),
-            *empty_state(batch_size, self.d_att),
+    def init_state(self, batch_size: int) -> RWKVState:
+        return RWKVState(
+            shift=jnp.zeros((batch_size, self.d_model), jnp.float32),
+            wkv=empty_state(batch_size, self.d_att),
         )
 
-    def step(self, state, x_t):
-        state, y = self.prefill(state, x_t[:, None])
-        return state, y[:, 0]
+    def step(self, state: RWKVState, x_t):
+        return step_via_prefill(self, state, x_t)
 
 
 class RWKVChannelMix(nn.Module):
@@ -111,7 +136,7 @@ class RWKVChannelMix(nn.Module):
     n_layers: int = 1
     hidden: int | None = None
 
-    SSM_PARAMS: ClassVar[tuple[str, ...]] = ("time_mix_k", "time_mix_r")
+    PARAM_RULES: ClassVar = {"time_mix_k": params.SSM, "time_mix_r": params.SSM}
 
     def setup(self):
         _, r10 = _ratios(self.layer_id, self.n_layers)
@@ -122,18 +147,17 @@ class RWKVChannelMix(nn.Module):
         self.receptance = nn.Dense(self.d_model, use_bias=False, kernel_init=_zeros)
         self.value = nn.Dense(self.d_model, use_bias=False, kernel_init=_zeros)
 
-    def prefill(self, state, x):
-        prev = _shift(state, x)
-        k = jnp.square(nn.relu(self.key(_mix(x, prev, self.time_mix_k))))
+    def prefill(self, state: ShiftState, x):
+        prev = _shift(state.shift, x)
+        k = jnp.square(nn.relu(self.key(_mix(x, prev, self.time_mix_k))))  # eq. 16-17
         r = nn.sigmoid(self.receptance(_mix(x, prev, self.time_mix_r)))
-        return x[:, -1].astype(jnp.float32), r * self.value(k)
+        return ShiftState(x[:, -1].astype(jnp.float32)), r * self.value(k)
 
     def __call__(self, x, *, train: bool = False):
         return self.prefill(self.init_state(x.shape[0]), x)[1]
 
-    def init_state(self, batch_size: int):
-        return jnp.zeros((batch_size, self.d_model), jnp.float32)
+    def init_state(self, batch_size: int) -> ShiftState:
+        return ShiftState(jnp.zeros((batch_size, self.d_model), jnp.float32))
 
-    def step(self, state, x_t):
-        state, y = self.prefill(state, x_t[:, None])
-        return state, y[:, 0]
+    def step(self, state: ShiftState, x_t):
+        return step_via_prefill(self, state, x_t)

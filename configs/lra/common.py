@@ -8,20 +8,20 @@ choices where they do not. Every task file calls ``lra_config(task, arg)``.
           Pathfinder-32) in about 20 minutes per architecture;
 - smoke   a 2-minute CPU run of any task: tiny model, a few dozen steps.
 
-Sources (../shared/reference/lra.md): S4/S4D from state-spaces/s4
-``configs/experiment/lra/s4-*.yaml``; RWKV from the public RWKV LRA fork (ListOps;
-the other tasks reuse its learning rate on the S4 layout, our choice); Transformer and
-AFT: the LRA paper's layer counts with AdamW (our choice of optimiser and lr, since the
-paper's schedule is Adafactor-era); Mamba: no published LRA recipe, so the S4 layout with
-d_state 16 and lr 2e-3 (our choice). One deliberate difference from state-spaces/s4:
-LayerNorm instead of BatchNorm (BatchNorm has no recurrent form).
+The task table below is the S4 paper's per-task layout (state-spaces/s4
+``configs/experiment/lra/s4-*.yaml``). What differs per architecture (learning rate,
+weight decay, epochs, mixer options) is its LRA recipe, which lives in its
+``ArchSpec`` (``arch/registry.py``, with the sources): a value ``FROM_TASK`` there
+means this table's value. An architecture without an LRA recipe (a new cell) stops
+with a message naming the field to set. One deliberate difference from
+state-spaces/s4: LayerNorm instead of BatchNorm (BatchNorm has no recurrent form).
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from configs.common import ARCH_NAMES, with_arch
+from configs.common import with_arch
 
 # Per task: the S4 table (d_model, d_state, lr, weight decay, batch, epochs, dropout,
 # prenorm), the training-set size, and the task options.
@@ -99,7 +99,6 @@ TASKS = {
         options={"resolution": 128},
     ),
 }
-BIDIRECTIONAL = ("transformer", "aft_full", "aft_local", "aft_simple", "aft_conv", "s4", "s4d")
 VARIANTS = ("full", "small", "smoke")
 
 
@@ -114,28 +113,37 @@ def parse(arg: str | None) -> tuple[str, str]:
     return arch, variant
 
 
-def _arch_overrides(arch: str, task: str, hp: dict) -> dict:
-    """Where an architecture departs from the S4 layout (see the module docstring)."""
-    if arch in ("s4", "s4d"):
-        return {"model": {"d_state": hp["d_state"]}}
-    if arch == "rwkv":
-        return {"lr": 0.004, "epochs": 50 if task == "listops" else hp["epochs"]}
-    if arch == "mamba":
-        return {"lr": 2e-3, "model": {"d_state": 16}}
-    if arch == "transformer":
-        return {"lr": 5e-4, "wd": 0.01, "model": {"n_heads": 8}}
-    return {"lr": 5e-4, "wd": 0.01}  # AFT variants: as the Transformer
+_TABLE_NAMES = {"lr": "lr", "weight_decay": "wd"}  # recipe field -> task-table column
+
+
+def _from_table(value, field: str, hp: dict):
+    from arch.registry import FROM_TASK
+
+    return hp[_TABLE_NAMES.get(field, field)] if value is FROM_TASK else value
+
+
+def arch_recipe(arch: str, task: str, hp: dict) -> dict:
+    """The architecture's LRA recipe for ``task``, ``FROM_TASK`` values filled in."""
+    from arch.registry import get
+
+    recipe = get(arch).recipe(arch, "lra")
+    return {
+        "lr": _from_table(recipe["lr"], "lr", hp),
+        "wd": _from_table(recipe["weight_decay"], "weight_decay", hp),
+        "epochs": dict(recipe.get("epochs") or {}).get(task, hp["epochs"]),
+        "model": {k: _from_table(v, k, hp) for k, v in (recipe.get("model") or {}).items()},
+    }
 
 
 def lra_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
+    from arch.registry import get
+
     arch, variant = parse(arg)
-    if arch not in ARCH_NAMES:
-        raise ValueError(f"unknown architecture {arch!r} after ':'; valid: {', '.join(ARCH_NAMES)}")
+    config = with_arch(arch)  # an unknown arch stops here, listing the valid ones
     hp = dict(TASKS[task])
-    extra = _arch_overrides(arch, task, hp)
+    extra = arch_recipe(arch, task, hp)
     hp.update({k: v for k, v in extra.items() if k != "model"})
 
-    config = with_arch(arch)
     config.task.name = task
     for key, value in hp["options"].items():
         config.task.options[key] = value
@@ -144,8 +152,8 @@ def lra_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
     config.model.dropout = hp["dropout"]
     config.model.prenorm = hp["prenorm"]
     config.model.pooling = "mean"
-    config.model.bidirectional = arch in BIDIRECTIONAL
-    for key, value in extra.get("model", {}).items():
+    config.model.bidirectional = get(arch).bidirectional_ok  # S4 runs LRA bidirectionally
+    for key, value in extra["model"].items():
         config.model[key] = value
 
     steps_per_epoch = hp["n_train"] // hp["batch"]

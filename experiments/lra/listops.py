@@ -124,8 +124,24 @@ def read_split(path: str) -> tuple[list[str], np.ndarray]:
     with open(path, newline="") as f:
         rows = list(csv.reader(f, delimiter="\t"))
     if not rows or rows[0][:2] != ["Source", "Target"]:
-        raise ValueError(f"{path}: expected a header 'Source<TAB>Target'")
-    return [r[0] for r in rows[1:]], np.asarray([int(r[1]) for r in rows[1:]], np.int32)
+        raise DataMissingError(
+            f"{path}: expected a header 'Source<TAB>Target'; regenerate the file with "
+            "`python run.py data listops` or re-copy it from the LRA release"
+        )
+    sources, targets = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        try:
+            source, target = row[0], int(row[1])
+            if not 0 <= target < 10:
+                raise ValueError(f"label {target} is not in 0..9")
+        except (IndexError, ValueError) as error:
+            raise DataMissingError(
+                f"{path}, line {line}: not 'expression<TAB>label 0-9' ({error}); "
+                "regenerate the file with `python run.py data listops` or re-copy it"
+            ) from None
+        sources.append(source)
+        targets.append(target)
+    return sources, np.asarray(targets, np.int32)
 
 
 class ListOps(FiniteTask):

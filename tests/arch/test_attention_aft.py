@@ -1,13 +1,23 @@
-"""Attention and AFT mixers: parallel == recurrent == prefill-then-step, and their errors."""
+"""Attention and AFT mixers: parallel == recurrent == prefill-then-step, their typed
+states, declared optimizer rules and errors."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from arch import params as P
 from arch import protocol
-from arch.mixers.aft import AFTConv, AFTFull, AFTLocal, AFTSimple
-from arch.mixers.attention import Attention
+from arch.mixers.aft import (
+    AFTCache,
+    AFTConv,
+    AFTFull,
+    AFTLocal,
+    AFTSimple,
+    AFTSimpleState,
+    AFTWindow,
+)
+from arch.mixers.attention import Attention, KVCache
 
 D, MAX_LEN = 16, 16
 
@@ -121,13 +131,51 @@ def test_bad_options_raise():
         AFTSimple(D, impl="exact")
 
 
-@pytest.mark.parametrize("name", ["aft_full", "aft_local", "aft_conv"])
-def test_ssm_params_name_real_leaves(name):
+RULES = {
+    "attention": {},
+    "attention_nopos": {},
+    "aft_full": {"pos_bias": P.SSM},
+    "aft_local": {"pos_bias": P.SSM},
+    "aft_simple": {},
+    "aft_conv": dict.fromkeys(["aft_conv_kernel", "aft_conv_gain", "aft_conv_shift"], P.SSM),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MIXERS))
+def test_declared_rules_name_own_parameters(name):
     module = MIXERS[name]()
-    params = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 2, D)))
-    leaves = {path[-1].key for path, _ in jax.tree_util.tree_leaves_with_path(params)}
-    assert set(type(module).SSM_PARAMS) <= leaves
-    assert not {"kernel", "bias"} & set(type(module).SSM_PARAMS)
+    shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 2, D)))["params"]
+    own = {key for key, leaf in shapes.items() if not isinstance(leaf, dict)}
+    declared = P.declared_rules(module)
+    assert declared == RULES[name]  # the position biases as SSM decays; Dense: Flax's rules
+    assert set(declared) <= own
+
+
+STATES = {
+    "attention": (KVCache, {"k": (2, MAX_LEN, 4, D // 4), "v": (2, MAX_LEN, 4, D // 4)}),
+    "aft_full": (AFTCache, {"k": (2, MAX_LEN, D), "v": (2, MAX_LEN, D)}),
+    "aft_local": (AFTWindow, {"k": (2, 3 - 1, D), "v": (2, 3 - 1, D)}),
+    "aft_conv": (AFTWindow, {"k": (2, 3 - 1, D), "v": (2, 3 - 1, D)}),
+    "aft_simple": (AFTSimpleState, {"num": (2, D), "den": (2, D), "max": (2, D)}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATES))
+def test_states_are_named_tuples(name):
+    module = MIXERS[name]()
+    x = jax.random.normal(jax.random.key(0), (2, 5, D))
+    params = random_params(module, x)
+    prefill = lambda m, x: m.prefill(m.init_state(2), x)
+    state, _ = jax.jit(lambda p: module.apply(p, x, method=prefill))(params)
+    kind, shapes = STATES[name]
+    assert type(state) is kind
+    assert {field: getattr(state, field).shape for field in shapes} == shapes
+    if kind is AFTWindow:
+        assert type(state.running) is AFTSimpleState
+        assert state.running.num.shape == (2, D)
+    if "pos" in kind._fields:  # the benchmark moves a state with _replace(pos=...)
+        assert state.pos.shape == () and state.pos.dtype == jnp.int32 and int(state.pos) == 5
+        assert int(state._replace(pos=jnp.asarray(9, jnp.int32)).pos) == 9
 
 
 def test_state_sizes_fixed_window_vs_growing_cache():

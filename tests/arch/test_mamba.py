@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import arch
+from arch import params as P
 from arch import protocol
 from arch.mixers.mamba import Mamba
 
@@ -37,12 +38,13 @@ def test_official_initialisation():
     assert float(jnp.abs(params["dt_proj"]["kernel"]).max()) <= bound
 
 
-def test_ssm_params_are_labelled():
+def test_ssm_params_declare_their_rules():
     model = arch.build("mamba", vocab_size=11, d_model=16, n_layers=1)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 3), jnp.int32))
-    labels = arch.param_labels(params)["params"]["backbone"]["blocks_0"]["mixer"]
-    assert labels["A_log"] == labels["D"] == labels["dt_bias"] == "ssm"
-    assert labels["in_proj"]["kernel"] == "default"
+    rules = arch.param_rules(model, jnp.zeros((1, 3), jnp.int32))
+    mixer = rules["backbone"]["blocks_0"]["mixer"]
+    assert mixer["A_log"] == mixer["D"] == mixer["dt_bias"] == P.SSM
+    assert mixer["in_proj"]["kernel"] == P.DEFAULT
+    assert rules["backbone"]["embedding"]["embedding"] == P.NO_DECAY
 
 
 def test_bad_options():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import arch
+from arch import params as P
 from arch import protocol
 from arch.mixers.rwkv import RWKVChannelMix, RWKVTimeMix
 
@@ -53,14 +54,13 @@ def test_published_initialisation():
     assert float(mk[1].mean()) > float(mk[0].mean())
 
 
-def test_ssm_params_are_labelled():
+def test_ssm_params_declare_their_rules():
     model = arch.build("rwkv", vocab_size=11, d_model=8, n_layers=1)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 3), jnp.int32))
-    block = arch.param_labels(params)["params"]["backbone"]["blocks_0"]
+    block = arch.param_rules(model, jnp.zeros((1, 3), jnp.int32))["backbone"]["blocks_0"]
     for name in ("time_decay", "time_first", "time_mix_k", "time_mix_v", "time_mix_r"):
-        assert block["mixer"][name] == "ssm"
-    assert block["channel_mixer"]["time_mix_r"] == "ssm"
-    assert block["mixer"]["key"]["kernel"] == "default"
+        assert block["mixer"][name] == P.SSM
+    assert block["channel_mixer"]["time_mix_r"] == P.SSM
+    assert block["mixer"]["key"]["kernel"] == P.DEFAULT
 
 
 @pytest.fixture(scope="module")

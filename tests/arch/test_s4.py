@@ -1,4 +1,5 @@
-"""S4 and S4D layers: the protocol, the bidirectional form, parameter groups."""
+"""S4 and S4D layers: the protocol, their kernels against NumPy, the bidirectional form,
+the optimizer rules they declare."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +7,11 @@ import numpy as np
 import pytest
 
 import arch
+from arch import params as P
 from arch import protocol
-from arch.mixers.s4 import S4, S4D
+from arch.mixers.s4 import S4, S4State
+from arch.mixers.s4d import S4D
+from kernels import hippo
 
 # FFT convolution (parallel) vs complex recurrences (step) in float32: a few ulps of
 # the output scale per position, growing slowly with length.
@@ -26,25 +30,36 @@ LAYERS = [
 def test_parallel_equals_recurrent(cls, options, length):
     layer = cls(d_model=8, d_state=8, **options)
     x = jax.random.normal(jax.random.key(0), (2, length, 8))
-    params = layer.init(jax.random.key(1), x)
-    y = layer.apply(params, x)
-    y_rec, _ = protocol.recurrent_apply(layer, params, x)
+    params = jax.jit(layer.init)(jax.random.key(1), x)
+
+    @jax.jit  # one compilation is faster than running the three forms op by op
+    def three_ways(params, x):
+        y_rec, state = protocol.recurrent_apply(layer, params, x)
+        y_pre, state_pre = protocol.prefill_then_step(layer, params, x, split=length // 2 + 1)
+        return layer.apply(params, x), y_rec, state, y_pre, state_pre
+
+    y, y_rec, state, y_pre, state_pre = three_ways(params, x)
     np.testing.assert_allclose(y_rec, y, atol=TOL, rtol=TOL)
-    y_pre, _ = protocol.prefill_then_step(layer, params, x, split=length // 2 + 1)
     np.testing.assert_allclose(y_pre, y, atol=TOL, rtol=TOL)
+    # S4 keeps all N states; S4D one of each conjugate pair.
+    n = 8 if cls is S4 else 4
+    assert isinstance(state, S4State) and state.h.shape == (2, 8, n)
+    assert state.h.dtype == jnp.complex64
+    np.testing.assert_allclose(state_pre.h, state.h, atol=TOL, rtol=TOL)
 
 
 @pytest.mark.parametrize("cls", [S4, S4D])
 def test_bidirectional_sees_both_directions_and_has_no_step(cls):
     layer = cls(d_model=4, d_state=4, causal=False)
     x = jax.random.normal(jax.random.key(0), (1, 6, 4))
-    params = layer.init(jax.random.key(1), x)
-    y = layer.apply(params, x)
     later = x.at[:, -1].add(1.0)
-    assert not np.allclose(layer.apply(params, later)[:, 0], y[:, 0])  # future reaches t=0
+    params = jax.jit(layer.init)(jax.random.key(1), x)
+    y, y_later = jax.jit(jax.vmap(layer.apply, (None, 0)))(params, jnp.stack([x, later]))
+    assert not np.allclose(y_later[:, 0], y[:, 0])  # the future reaches t=0
     causal = cls(d_model=4, d_state=4)
-    p_causal = causal.init(jax.random.key(1), x)
-    assert np.allclose(causal.apply(p_causal, later)[:, 0], causal.apply(p_causal, x)[:, 0])
+    p_causal = jax.jit(causal.init)(jax.random.key(1), x)
+    y, y_later = jax.jit(jax.vmap(causal.apply, (None, 0)))(p_causal, jnp.stack([x, later]))
+    assert np.allclose(y_later[:, 0], y[:, 0])
     with pytest.raises(protocol.NotCausalError):
         layer.apply(params, 1, method="init_state")
 
@@ -52,28 +67,174 @@ def test_bidirectional_sees_both_directions_and_has_no_step(cls):
 def test_gradients_are_finite():
     layer = S4(d_model=4, d_state=4)
     x = jax.random.normal(jax.random.key(0), (2, 9, 4))
-    params = layer.init(jax.random.key(1), x)
-    grads = jax.grad(lambda p: jnp.sum(layer.apply(p, x) ** 2))(params)
+    params = jax.jit(layer.init)(jax.random.key(1), x)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(layer.apply(p, x) ** 2)))(params)
     assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree_util.tree_leaves(grads))
 
 
 @pytest.mark.parametrize(
     "name, ssm",
     [
-        ("s4", ("log_dt", "Lambda_log_re", "P_re", "B_im")),
-        ("s4d", ("log_dt", "A_log_re", "A_im", "B_re")),
+        ("s4", ("log_dt", "Lambda_log_re", "Lambda_im", "P_re", "P_im", "B_re", "B_im")),
+        ("s4d", ("log_dt", "A_log_re", "A_im", "B_re", "B_im")),
     ],
 )
-def test_ssm_params_are_labelled(name, ssm):
+def test_ssm_params_get_the_ssm_rule(name, ssm):
     model = arch.build(name, vocab_size=11, d_model=8, n_layers=1, d_state=4)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 3), jnp.int32))
-    labels = arch.param_labels(params)["params"]["backbone"]["blocks_0"]["mixer"]
-    assert all(labels[leaf] == "ssm" for leaf in ssm)
-    assert labels["C_re"] == "default"  # C at the model's learning rate (state-spaces/s4)
+    rules = P.param_rules(model, jnp.zeros((1, 3), jnp.int32))
+    mixer = rules["backbone"]["blocks_0"]["mixer"]
+    assert {leaf for leaf, rule in mixer.items() if rule == P.SSM} == set(ssm)
+    # C and D at the model's learning rate (state-spaces/s4); Dense biases not decayed.
+    assert mixer["C_re"] == mixer["C_im"] == mixer["D"] == P.DEFAULT
+    assert mixer["output_linear"]["bias"] == P.NO_DECAY
+
+
+@pytest.mark.parametrize("layer", [S4(4, d_state=4), S4D(4, d_state=4, causal=False)])
+def test_declared_rules_name_own_parameters(layer):
+    shapes = jax.eval_shape(layer.init, jax.random.key(0), jnp.zeros((1, 3, 4)))["params"]
+    own = {name for name, leaf in shapes.items() if not isinstance(leaf, dict)}
+    assert P.declared_rules(layer) and set(P.declared_rules(layer)) <= own
 
 
 def test_bad_options():
     with pytest.raises(ValueError, match="d_state must be even"):
         S4D(d_model=4, d_state=3)
+    with pytest.raises(ValueError, match="d_state must be even"):
+        S4(d_model=4, d_state=5)
     with pytest.raises(ValueError, match="init_scheme"):
         S4D(d_model=4, init_scheme="foo")
+    with pytest.raises(ValueError, match="unknown disc"):
+        S4D(d_model=4, disc="euler")
+    with pytest.raises(ValueError, match="dt_min <= dt_max"):
+        S4(d_model=4, dt_min=0.1, dt_max=0.01)
+    with pytest.raises(ValueError, match="unknown activation"):
+        S4(d_model=4, activation="relu6")
+
+
+# ------------------------------------------- the layers' kernels vs NumPy (float64)
+
+
+@pytest.fixture
+def float64():
+    with jax.enable_x64(True):
+        yield
+
+
+def complex_normal(rng, shape):
+    return rng.normal(size=shape) + 1j * rng.normal(size=shape)
+
+
+def with_params(layer, length, **values):
+    """``values`` (NumPy, float64) for ``layer``'s SSM parameters, zeros for the rest."""
+    x = jnp.zeros((1, length, layer.d_model))
+    shapes = jax.eval_shape(layer.init, jax.random.key(0), x)["params"]
+    params = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+    return {"params": {**params, **{k: jnp.asarray(v) for k, v in values.items()}}}
+
+
+def layer_kernel(layer, params, length):
+    """The SSM kernel K [H, L] that ``__call__`` builds (it sows it)."""
+    x = jnp.zeros((1, length, layer.d_model))
+    _, state = jax.jit(lambda p: layer.apply(p, x, mutable="intermediates"))(params)
+    (kernel,) = state["intermediates"]["kernel"]
+    return np.asarray(kernel[0])
+
+
+def direct_kernel(c, d_a, d_b, length):
+    """K_l = C dA^l dB, one power at a time, per channel (``d_a`` [H, N, N])."""
+    out = np.zeros((c.shape[0], length))
+    for h in range(c.shape[0]):
+        power = np.eye(d_a.shape[-1])
+        for step in range(length):
+            out[h, step] = (c[h] @ power @ d_b[h]).real
+            power = power @ d_a[h]
+    return out
+
+
+@pytest.mark.parametrize("length", [16, 33])
+@pytest.mark.parametrize("hippo_init", [True, False])
+def test_s4_kernel_equals_direct_powers(float64, length, hippo_init):
+    """Algorithm 1 (Cauchy kernels + Woodbury + iFFT) against C dA^l dB with NumPy's
+    dense bilinear discretisation of A = Lambda - P P^*."""
+    rng = np.random.default_rng(length)
+    h, n = 2, 8
+    if hippo_init:
+        lam, p, b, _ = hippo.nplr_legs(n)
+        lam, p, b = (np.tile(x, (h, 1)) for x in (lam, p, b))
+    else:  # a random stable DPLR system
+        lam = -np.exp(rng.normal(size=(h, n))) + 1j * rng.normal(size=(h, n)) * 3
+        p, b = (0.3 * complex_normal(rng, (h, n)) for _ in range(2))
+    c = complex_normal(rng, (h, n))
+    log_dt = np.log([0.05, 0.2])
+    layer = S4(d_model=h, d_state=n)
+    params = with_params(
+        layer,
+        length,
+        log_dt=log_dt,
+        Lambda_log_re=np.log(-lam.real),
+        Lambda_im=lam.imag,
+        P_re=p.real,
+        P_im=p.imag,
+        B_re=b.real,
+        B_im=b.imag,
+        C_re=c.real[None],  # one direction
+        C_im=c.imag[None],
+    )
+    d_a, d_b = np.zeros((h, n, n), complex), np.zeros((h, n), complex)
+    for i in range(h):
+        a = np.diag(lam[i]) - np.outer(p[i], p[i].conj())
+        inv = np.linalg.inv(np.eye(n) - np.exp(log_dt[i]) / 2 * a)
+        d_a[i] = inv @ (np.eye(n) + np.exp(log_dt[i]) / 2 * a)
+        d_b[i] = inv @ (np.exp(log_dt[i]) * b[i])
+    ref = direct_kernel(c, d_a, d_b, length)
+    k = layer_kernel(layer, params, length)
+    np.testing.assert_allclose(k, ref, atol=1e-9 * np.abs(ref).max())
+
+
+def s4d_params(layer, length, a, b, c, log_dt):
+    return with_params(
+        layer,
+        length,
+        log_dt=log_dt,
+        A_log_re=np.log(-a.real),
+        A_im=a.imag,
+        B_re=b.real,
+        B_im=b.imag,
+        C_re=c.real[None],
+        C_im=c.imag[None],
+    )
+
+
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+@pytest.mark.parametrize("init", ["legs", "lin", "inv", "random"])
+def test_s4d_kernel_equals_direct_powers(float64, disc, init):
+    """The Vandermonde kernel against 2 Re(C dA^l dB) over the N/2 stored halves."""
+    rng = np.random.default_rng(1)
+    h, n, length = 3, 4, 21
+    if init == "random":
+        a = -np.exp(rng.normal(size=(h, n))) + 1j * rng.normal(size=(h, n))
+    else:
+        a = np.tile(hippo.s4d_init(init, n), (h, 1))
+    b, c = complex_normal(rng, (h, n)), complex_normal(rng, (h, n))
+    dt = np.array([0.01, 0.1, 0.5])[:, None]
+    if disc == "zoh":
+        d_a, d_b = np.exp(dt * a), (np.exp(dt * a) - 1) / a * b
+    else:
+        d_a, d_b = (1 + dt * a / 2) / (1 - dt * a / 2), dt * b / (1 - dt * a / 2)
+    ref = 2 * direct_kernel(c, np.eye(n) * d_a[:, None, :], d_b, length)  # diagonal dA
+    layer = S4D(d_model=h, d_state=2 * n, disc=disc)
+    params = s4d_params(layer, length, a, b, c, np.log(dt[:, 0]))
+    np.testing.assert_allclose(
+        layer_kernel(layer, params, length), ref, atol=1e-9 * np.abs(ref).max()
+    )
+
+
+def test_s4d_zoh_matches_the_matrix_exponential(float64):
+    rng = np.random.default_rng(2)
+    a = -np.exp(rng.normal(size=(1, 3))) + 1j * rng.normal(size=(1, 3))
+    b, c = complex_normal(rng, (1, 3)), complex_normal(rng, (1, 3))
+    layer = S4D(d_model=1, d_state=6)
+    params = s4d_params(layer, 4, a, b, c, np.log([0.3]))
+    d_a, d_b = layer.apply(params, method="discretise")
+    np.testing.assert_allclose(d_a, np.exp(0.3 * a))
+    np.testing.assert_allclose(d_b, (np.exp(0.3 * a) - 1) / a * b)

@@ -8,6 +8,8 @@ import numpy as np
 import optax
 import pytest
 
+import arch
+from arch import params as P
 from configs.base import get_config, override
 from experiments import optim
 
@@ -36,15 +38,15 @@ def tiny_params():
     }
 
 
-LABELS = {
-    "dense": {"kernel": "default", "bias": "no_decay"},
-    "norm": {"scale": "no_decay"},
-    "mixer": {"A_log": "ssm", "D": "ssm"},
+RULES = {
+    "dense": {"kernel": P.DEFAULT, "bias": P.NO_DECAY},
+    "norm": {"scale": P.NO_DECAY},
+    "mixer": {"A_log": P.SSM, "D": P.SSM},
 }
 
 
-def one_update(params, grads, cfg, labels=LABELS):
-    tx = optim.make_optimizer(cfg, labels)
+def one_update(params, grads, cfg, rules=RULES):
+    tx = optim.make_optimizer(cfg, rules)
     updates, _ = tx.update(grads, tx.init(params), params)
     return optax.apply_updates(params, updates)
 
@@ -91,7 +93,7 @@ def test_gradients_are_clipped_by_global_norm():
 @pytest.mark.parametrize("warmup", [0, 3])
 def test_schedule_is_linear_warmup_then_cosine_to_min_ratio(warmup):
     cfg = train_cfg(**{"train.warmup_steps": warmup, "train.steps": 13, "train.min_lr_ratio": 0.1})
-    schedules = optim.group_schedules(cfg)
+    schedules = {"default": optim.main_schedule(cfg), "ssm": optim.rule_schedule(P.SSM, cfg)}
 
     def expected(peak, t):
         if t < warmup:
@@ -104,26 +106,14 @@ def test_schedule_is_linear_warmup_then_cosine_to_min_ratio(warmup):
         np.testing.assert_allclose(schedules["ssm"](t), expected(SSM_LR, t), rtol=1e-5, atol=1e-9)
 
 
-# ---------------------------------------------------------------- labels of real architectures
+# ---------------------------------------------------------------- rules of real architectures
 
 
-def _arch_or_skip():
-    try:
-        import arch.registry  # noqa: F401  (imports every mixer)
-    except ImportError as error:
-        pytest.skip(f"the arch registry does not import yet: {error}")
-    import arch
-
-    return arch
-
-
-def _leaf_labels(arch, name):
+def _leaf_rules(name):
     model = arch.build(name, vocab_size=7, d_model=8, n_layers=1, max_len=8)
-    tokens = jnp.zeros((1, 4), jnp.int32)
-    params = jax.eval_shape(model.init, jax.random.key(0), tokens)["params"]  # shapes suffice
-    labels = arch.param_labels(params)
-    flat = jax.tree_util.tree_flatten_with_path(labels)[0]
-    return {jax.tree_util.keystr(path): label for path, label in flat}
+    rules = arch.param_rules(model, jnp.zeros((1, 4), jnp.int32))
+    flat = jax.tree_util.tree_flatten_with_path(rules, is_leaf=lambda x: isinstance(x, P.ParamRule))
+    return {P.path_string(path): rule for path, rule in flat[0]}
 
 
 # Published SSM / decay parameters that must get the SSM learning rate and no decay.
@@ -131,44 +121,76 @@ MUST_BE_SSM = {"mamba": ("A_log", "D"), "rwkv": ("time_decay", "time_first", "ti
 HAS_SSM = ("mamba", "rwkv", "s4", "s4d")
 
 
-def test_every_registered_arch_labels_its_parameters():
-    arch = _arch_or_skip()
-    for name, spec in sorted(arch.ARCHS.items()):
-        labels = _leaf_labels(arch, name)
-        declared = set(getattr(spec.mixer, "SSM_PARAMS", ()))
-        ssm_leaves = {p for p, g in labels.items() if g == "ssm"}
-        for path, group in labels.items():
-            leaf = path.rsplit("['", 1)[-1].rstrip("']")
-            if leaf == "kernel":
-                assert group == "default", (name, path)
-            if leaf in ("bias", "scale", "embedding", "positions"):
-                assert group == "no_decay", (name, path)
-            if leaf in declared:
-                assert group == "ssm", (name, path)
-        for prefix in MUST_BE_SSM.get(name, ()):
-            hits = [p for p in labels if p.rsplit("['", 1)[-1].startswith(prefix)]
-            assert hits and all(labels[p] == "ssm" for p in hits), (name, prefix, hits)
-        if name in HAS_SSM:
-            assert ssm_leaves, f"{name} declares no SSM parameters"
-        if name == "transformer":
-            assert not ssm_leaves
+@pytest.mark.parametrize("name", sorted(arch.ARCHS))
+def test_every_registered_arch_declares_its_rules(name):
+    rules = _leaf_rules(name)
+    ssm_leaves = {p for p, r in rules.items() if r == P.SSM}
+    for path, rule in rules.items():
+        leaf = path.rsplit("/", 1)[-1]
+        if leaf == "kernel":
+            assert rule == P.DEFAULT, (name, path)
+        if leaf in ("bias", "scale", "embedding", "positions"):
+            assert rule == P.NO_DECAY, (name, path)
+    for prefix in MUST_BE_SSM.get(name, ()):
+        hits = [p for p in rules if p.rsplit("/", 1)[-1].startswith(prefix)]
+        assert hits and all(rules[p] == P.SSM for p in hits), (name, prefix, hits)
+    if name in HAS_SSM:
+        assert ssm_leaves, f"{name} declares no SSM parameters"
+    if name == "transformer":
+        assert not ssm_leaves
+
+
+@pytest.mark.parametrize("name", sorted(arch.ARCHS))
+def test_declared_rules_name_real_parameters(name):
+    """A PARAM_RULES entry that names no parameter (a typo) would silently do nothing."""
+    model = arch.build(name, vocab_size=7, d_model=8, n_layers=1, max_len=8)
+    tokens = jnp.zeros((1, 4), jnp.int32)
+    by_module, shapes = P.module_rules(model, tokens)
+    for path, rules in by_module.items():
+        node = shapes
+        for part in path:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        assert set(rules) <= set(node), (name, path, set(rules) - set(node))
+
+
+def test_config_multipliers_refine_the_declared_rules():
+    model = arch.build("mamba", vocab_size=7, d_model=8, n_layers=2, max_len=8)
+    rules = arch.param_rules(
+        model,
+        jnp.zeros((1, 4), jnp.int32),
+        lr_mults=[(".*/blocks_1/mixer/A_log", 0.5), (".*/A_log", 0.1)],
+        wd_mults=[(".*/in_proj/kernel", 0.0)],
+    )
+    m0, m1 = (rules["backbone"][f"blocks_{i}"]["mixer"] for i in (0, 1))
+    assert m0["A_log"] == P.SSM._replace(lr_mult=0.1)  # the second pattern
+    assert m1["A_log"] == P.SSM._replace(lr_mult=0.5)  # the first match wins
+    assert m0["in_proj"]["kernel"] == P.DEFAULT._replace(wd_mult=0.0)
+    assert m0["D"] == P.SSM
+    with pytest.raises(ValueError, match="regex, multiplier"):
+        arch.param_rules(model, jnp.zeros((1, 4), jnp.int32), lr_mults=[("(", 1.0)])
 
 
 def test_zero_gradients_decay_only_default_leaves_of_mamba():
-    arch = _arch_or_skip()
     model = arch.build("mamba", vocab_size=7, d_model=8, n_layers=1, max_len=8)
+    tokens = jnp.zeros((1, 4), jnp.int32)
     init = jax.jit(model.init)  # jitted: eager op-by-op dispatch is slower here
-    params = init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
+    params = init(jax.random.key(0), tokens)["params"]
+    rules = arch.param_rules(model, tokens)
     cfg = train_cfg()
-    new = jax.jit(lambda p: one_update(p, jax.tree.map(jnp.zeros_like, p), cfg, arch.param_labels))(
-        params
-    )
-    labels = arch.param_labels(params)
+    new = jax.jit(lambda p: one_update(p, jax.tree.map(jnp.zeros_like, p), cfg, rules))(params)
     seen = set()
-    for p, q, group in zip(
-        jax.tree.leaves(params), jax.tree.leaves(new), jax.tree.leaves(labels), strict=True
-    ):
-        seen.add(group)
-        factor = 1 - LR * WD if group == "default" else 1.0
-        np.testing.assert_allclose(q, np.asarray(p) * factor, rtol=1e-6, err_msg=group)
-    assert seen == {"default", "no_decay", "ssm"}
+    flat_rules = jax.tree.leaves(rules, is_leaf=lambda x: isinstance(x, P.ParamRule))
+    for p, q, rule in zip(jax.tree.leaves(params), jax.tree.leaves(new), flat_rules, strict=True):
+        seen.add(rule)
+        factor = 1 - LR * WD if rule == P.DEFAULT else 1.0
+        np.testing.assert_allclose(q, np.asarray(p) * factor, rtol=1e-6, err_msg=str(rule))
+    assert seen == {P.DEFAULT, P.NO_DECAY, P.SSM}
+
+
+def test_lr_multiplier_reaches_the_update():
+    params = tiny_params()
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)
+    rules = {**RULES, "norm": {"scale": P.NO_DECAY._replace(lr_mult=3.0)}}
+    new = one_update(params, grads, train_cfg(**{"train.weight_decay": 0.0}), rules)
+    moved = np.asarray(params["norm"]["scale"]) - np.asarray(new["norm"]["scale"])
+    np.testing.assert_allclose(moved, 3 * LR * 1e-3 / (1e-3 + 1e-8), rtol=1e-5)

@@ -13,6 +13,7 @@ import pytest
 from experiments import train as train_lib
 from experiments.checkpoint import Checkpoints
 from experiments.logging_utils import read_metrics
+from experiments.preemption import Preempted
 from tests.experiments.test_train import TinyModel, TinyTask, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -111,16 +112,29 @@ def _garble(folder):
                 f.write(b"garbage")
 
 
+class SignalAt(TinyTask):
+    """Sends ``signum`` to this process while fetching the train batch of ``step``."""
+
+    def __init__(self, step, signum=signal.SIGTERM, **kw):
+        super().__init__(**kw)
+        self.at, self.signum = step, signum
+
+    def batch(self, split, step, batch_size, seed):
+        if split == "train" and step == self.at:
+            signal.raise_signal(self.signum)
+        return super().batch(split, step, batch_size, seed)
+
+
 def test_corrupt_checkpoints_fall_back_to_the_previous_one(tmp_path):
     model, task = TinyModel(), TinyTask()
-    config = tiny_config(**{"train.steps": 6, "train.keep_checkpoints": 3})
-    train_lib.train(config, str(tmp_path), model=model, task=task)
+    config = tiny_config(**{"train.steps": 8, "train.keep_checkpoints": 3})
+    with pytest.raises(Preempted):  # stop after step 6, with checkpoints 2, 4 and 6
+        train_lib.train(config, str(tmp_path), model=model, task=SignalAt(5))
     assert _finished_steps(str(tmp_path)) == [2, 4, 6]
     # Orbax reads every step's metrics when it opens the directory (step 6: all files
     # garbled), and a step's arrays only on restore (step 4: its state garbled).
     _garble(tmp_path / "checkpoints" / "6")
     _garble(tmp_path / "checkpoints" / "4" / "state")
-    config = tiny_config(**{"train.steps": 8, "train.keep_checkpoints": 3})
     with pytest.warns(UserWarning, match="could not be restored") as caught:
         results = train_lib.train(config, str(tmp_path), model=model, task=task)
     messages = " ".join(str(w.message) for w in caught)
@@ -130,3 +144,34 @@ def test_corrupt_checkpoints_fall_back_to_the_previous_one(tmp_path):
     assert sorted(os.listdir(tmp_path / "corrupt_checkpoints")) == ["4", "6"]
     assert [s for s, _ in _losses(str(tmp_path))] == [2, 4, 6, 8]  # re-logged once each
     assert _finished_steps(str(tmp_path)) == [4, 6, 8]
+
+
+def _params(workdir, step):
+    ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), keep=2)
+    try:
+        return ckpts.load(step)["params"]
+    finally:
+        ckpts.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_the_current_step_and_the_rerun_ends_identical(tmp_path, signum):
+    config = tiny_config(**{**RESUME_CONFIG, "train.steps": 8})
+    before = signal.getsignal(signum)
+    straight = str(tmp_path / "straight")
+    reference = train_lib.train(config, straight, model=TinyModel(), task=TinyTask())
+    stopped = str(tmp_path / "stopped")
+    with pytest.raises(Preempted) as caught:  # the signal arrives during step 5
+        train_lib.train(config, stopped, model=TinyModel(), task=SignalAt(4, signum))
+    assert caught.value.step == 5 and caught.value.exit_code == 128 + signum
+    assert _finished_steps(stopped) == [4, 5]
+    assert signal.getsignal(signum) is before  # the previous handler is back
+    resumed = train_lib.train(config, stopped, model=TinyModel(), task=TinyTask())
+    assert resumed["resumed_from"] == 5
+    for a, b in zip(
+        jax.tree.leaves(_params(stopped, 8)), jax.tree.leaves(_params(straight, 8)), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert resumed["best"] == reference["best"]
+    for key in ("eval_loss", "eval_accuracy"):
+        assert resumed["final"][key] == reference["final"][key]

@@ -8,7 +8,7 @@ from jax.test_util import check_grads
 
 from kernels.linear_scan import linear_scan
 
-# chunked and pallas are checked against sequential in test_chunked.py / test_pallas.py.
+# chunked and pallas are checked against sequential in test_impls.py.
 CORE = ["sequential", "associative"]
 
 TOL = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
@@ -89,3 +89,8 @@ def test_bad_input():
         linear_scan(*inputs(3)[:2], jnp.zeros((2, 4)))
     with pytest.raises(ValueError, match="does not broadcast"):
         linear_scan(jnp.ones((2, 3, 4)), jnp.ones((2, 3, 5)))
+    with pytest.raises(ValueError, match="b must be"):
+        linear_scan(jnp.ones(3), jnp.ones(3))
+    # Validation is the public function's, whatever the impl.
+    with pytest.raises(ValueError, match="h0 must be"):
+        linear_scan(*inputs(3)[:2], jnp.zeros((2, 4)), impl="chunked")

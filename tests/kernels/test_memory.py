@@ -9,14 +9,12 @@ recomputed and O(B L/T D N) for the saved chunk-boundary states.
 
 from __future__ import annotations
 
-import importlib
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 
-from kernels.chunked import selective_scan_chunked
-from kernels.pallas import selective_scan_pallas
+from kernels.selective_scan import selective_scan
 
 B, L, D, N = 1, 2048, 64, 16
 CHUNK = 16  # near sqrt(L): balances the recomputed chunk against the saved boundary states
@@ -37,16 +35,12 @@ def grad_temp_bytes(scan, length: int = L) -> int:
 
 def _print_associative_for_contrast():
     """The associative impl may well keep [B, L, D, N] alive (expected): shown, not asserted."""
-    try:
-        module = importlib.import_module("kernels.selective_scan")
-    except ModuleNotFoundError:
-        return
-    temp = grad_temp_bytes(partial(module.selective_scan, impl="associative"))
+    temp = grad_temp_bytes(partial(selective_scan, impl="associative"))
     print(f"associative: temp {temp / 2**20:.2f} MiB = {temp / _bldn_bytes():.2f} x [B,L,D,N]")
 
 
 def test_chunked_backward_memory_does_not_scale_with_bldn():
-    scan = partial(selective_scan_chunked, chunk_size=CHUNK)
+    scan = partial(selective_scan, impl="chunked", chunk_size=CHUNK)
     temp = grad_temp_bytes(scan)
     temp_double = grad_temp_bytes(scan, 2 * L)
     print(f"\nchunked: temp {temp / 2**20:.2f} MiB; [B,L,D,N] f32 {_bldn_bytes() / 2**20:.0f} MiB")
@@ -57,6 +51,6 @@ def test_chunked_backward_memory_does_not_scale_with_bldn():
 
 
 def test_pallas_backward_memory_does_not_scale_with_bldn():
-    temp = grad_temp_bytes(partial(selective_scan_pallas, block_t=CHUNK))
+    temp = grad_temp_bytes(partial(selective_scan, impl="pallas", block_t=CHUNK))
     print(f"\npallas: temp {temp / 2**20:.2f} MiB; [B,L,D,N] f32 {_bldn_bytes() / 2**20:.0f} MiB")
     assert temp < 0.5 * _bldn_bytes()

@@ -8,7 +8,7 @@ from jax.test_util import check_grads
 
 from kernels.selective_scan import selective_scan
 
-# chunked and pallas are checked against sequential in test_chunked.py / test_pallas.py.
+# chunked and pallas are checked against sequential in test_impls.py.
 CORE = ["sequential", "associative"]
 
 B_, D_, N_ = 2, 3, 4
@@ -111,3 +111,10 @@ def test_bad_shapes():
         selective_scan(u, delta, A, Bm[:, :2], C)
     with pytest.raises(ValueError, match=r"u must be \[batch, length, d_inner\]"):
         selective_scan(u[0], delta, A, Bm, C)
+    with pytest.raises(ValueError, match=r"A must be \[d_inner, d_state\] with d_inner = 3"):
+        selective_scan(u, delta, A.T, Bm, C)
+    # Validation is the public function's, whatever the impl.
+    with pytest.raises(ValueError, match=r"C must have shape \[batch, length, d_state\]"):
+        selective_scan(u, delta, A, Bm, C[..., :2], impl="chunked")
+    with pytest.raises(ValueError, match="delta_bias must have shape"):
+        selective_scan(u, delta, A, Bm, C, delta_bias=jnp.ones(2), impl="pallas")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from kernels.wkv import wkv4
+from kernels.wkv import WKVState, empty_state, wkv4
 
-# chunked and pallas are checked against sequential in test_chunked.py / test_pallas.py.
+# chunked and pallas are checked against sequential in test_impls.py.
 CORE = ["sequential", "associative"]
 
 
@@ -110,3 +110,22 @@ def test_bad_input():
         wkv4(w[:2], u, k, v)
     with pytest.raises(ValueError, match="unknown impl"):
         wkv4(w, u, k, v, impl="cuda")
+    with pytest.raises(ValueError, match=r"k and v must both be \[batch, length, channels\]"):
+        wkv4(w, u, k, v[:, :2])
+    with pytest.raises(ValueError, match="state must be a WKVState"):
+        wkv4(w, u, k, v, empty_state(2, 3)[:2])
+    # Validation is the public function's, whatever the impl.
+    with pytest.raises(ValueError, match=r"w and u must be \[channels\]"):
+        wkv4(jnp.ones(4), u, k, v, impl="chunked")
+
+
+def test_state_is_a_wkv_state():
+    w, u, k, v = inputs(5)
+    empty = empty_state(2, 3)
+    assert isinstance(empty, WKVState) and empty.max.dtype == jnp.float32
+    y, state = wkv4(w, u, k, v, empty)
+    assert isinstance(state, WKVState)
+    # A plain (num, den, max) tuple is accepted and gives the same result.
+    y2, state2 = wkv4(w, u, k, v, tuple(empty))
+    np.testing.assert_array_equal(y2, y)
+    np.testing.assert_array_equal(state2.num, state.num)

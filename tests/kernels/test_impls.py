@@ -1,14 +1,17 @@
-"""Chunked recurrences == the sequential (lax.scan) reference, forward and gradients.
+"""Every implementation of each recurrence == its sequential (lax.scan) reference.
 
-The reference is ``impl="sequential"`` of ``kernels.linear_scan`` / ``kernels.wkv`` /
-``kernels.selective_scan`` when those modules exist, else the small lax.scan references
-below. The helpers here are shared with ``test_pallas.py``.
+``impl="chunked"`` and ``impl="pallas"`` (interpret mode on CPU) of
+``kernels.linear_scan.linear_scan``, ``kernels.wkv.wkv4`` and
+``kernels.selective_scan.selective_scan`` against ``impl="sequential"`` of the same
+function: outputs, state and gradients, over impl x kernel x length (1, 7, 33: shorter
+than, not a multiple of, and several blocks) in float32, and in bfloat16 against the
+float32 upcast. (The sequential and associative impls are checked against float64
+NumPy in test_linear_scan.py, test_wkv.py and test_selective_scan.py.)
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 from functools import partial
 
 import jax
@@ -16,84 +19,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels import chunked
+from kernels.linear_scan import linear_scan
+from kernels.selective_scan import selective_scan
+from kernels.wkv import wkv4
 
 F32, BF16 = jnp.float32, jnp.bfloat16
 BLOCK = 8  # chunk / time block: lengths 7 and 33 are not multiples of it
 
-# ----------------------------------------------------------------------------- references
-
-
-def _time_major(*xs):
-    return tuple(jnp.moveaxis(x, 1, 0) for x in xs)
-
-
-def linear_scan_ref(a, b, h0=None, *, reverse=False):
-    h0 = jnp.zeros(a.shape[:1] + a.shape[2:], F32) if h0 is None else h0
-
-    def step(h, ab):
-        h = ab[0] * h + ab[1]
-        return h, h
-
-    h_last, h_all = jax.lax.scan(step, h0, _time_major(a, b), reverse=reverse)
-    return jnp.moveaxis(h_all, 0, 1), h_last
-
-
-def wkv4_ref(w, u, k, v, state=None):
-    """RWKV-4 WKV as in the official CUDA kernel (aa, bb, pp), one token at a time."""
-    if state is None:
-        zeros = jnp.zeros(k.shape[:1] + k.shape[2:], F32)
-        state = (zeros, zeros, zeros - 1e38)
-
-    def step(state, kv):
-        num, den, mx = state
-        kt, vt = kv
-        p = jnp.maximum(mx, u + kt)
-        e1, e2 = jnp.exp(mx - p), jnp.exp(u + kt - p)
-        y = (e1 * num + e2 * vt) / (e1 * den + e2)
-        p = jnp.maximum(w + mx, kt)
-        e1, e2 = jnp.exp(w + mx - p), jnp.exp(kt - p)
-        return (e1 * num + e2 * vt, e1 * den + e2, p), y
-
-    state, y = jax.lax.scan(step, state, _time_major(k, v))
-    return jnp.moveaxis(y, 0, 1), state
-
-
-def selective_scan_ref(
-    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, state=None
-):
-    """Mamba's selective_scan_ref, one token at a time (Mamba paper eq. 2a, 4)."""
-    if delta_bias is not None:
-        delta = delta + delta_bias
-    if delta_softplus:
-        delta = jax.nn.softplus(delta)
-    x = jnp.zeros(u.shape[:1] + A.shape, F32) if state is None else state
-
-    def step(x, inputs):
-        ut, dt, bt, ct = inputs
-        x = jnp.exp(dt[..., None] * A) * x + (dt * ut)[..., None] * bt[:, None, :]
-        return x, jnp.einsum("bdn,bn->bd", x, ct)
-
-    x, y = jax.lax.scan(step, x, _time_major(u, delta, B, C))
-    y = jnp.moveaxis(y, 0, 1)
-    if D is not None:
-        y = y + u * D
-    if z is not None:
-        y = y * jax.nn.silu(z)
-    return y, x
-
-
-_MODULES = {"linear_scan": "linear_scan", "wkv4": "wkv", "selective_scan": "selective_scan"}
-_LOCAL = {"linear_scan": linear_scan_ref, "wkv4": wkv4_ref, "selective_scan": selective_scan_ref}
+PUBLIC = {"linear_scan": linear_scan, "wkv4": wkv4, "selective_scan": selective_scan}
+KERNELS = list(PUBLIC)
 
 
 def reference(kernel: str):
-    """The project's sequential impl if its module exists yet, else the local one."""
-    try:
-        module = importlib.import_module(f"kernels.{_MODULES[kernel]}")
-    except ModuleNotFoundError:
-        return _LOCAL[kernel]
-    return partial(getattr(module, kernel), impl="sequential")
+    return partial(PUBLIC[kernel], impl="sequential")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -178,7 +116,7 @@ def _upcast(tree):
 @functools.cache
 def _reference_results(kernel, length, dtype, kwargs):
     """Reference outputs and gradients on the float32 upcast of the same inputs (cached:
-    test_chunked and test_pallas compare against the same numbers)."""
+    the chunked and Pallas impls compare against the same numbers)."""
     args, _ = make_inputs(kernel, length, dtype)
     return _outputs_and_grads(kernel, reference(kernel), _upcast(args), dict(kwargs))
 
@@ -231,41 +169,57 @@ def assert_split_equals_whole(kernel, fn, length=33, split=13):
 
 # ----------------------------------------------------------------------------- tests
 
-CHUNKED = {
-    "linear_scan": partial(chunked.linear_scan_chunked, chunk_size=BLOCK),
-    "wkv4": partial(chunked.wkv4_chunked, chunk_size=BLOCK),
-    "selective_scan": partial(chunked.selective_scan_chunked, chunk_size=BLOCK),
+# Pallas: small channel blocks, so that several programs run and channels get padded.
+OPTIONS = {
+    "chunked": {kernel: {"chunk_size": BLOCK} for kernel in KERNELS},
+    "pallas": {
+        "linear_scan": {"block_t": BLOCK, "block_c": 4},
+        "wkv4": {"block_t": BLOCK, "block_c": 4},
+        "selective_scan": {"block_t": BLOCK, "block_d": 4},
+    },
 }
+IMPLS = list(OPTIONS)
 
 
-@pytest.mark.parametrize("kernel", list(CHUNKED))
+def impl_fn(kernel: str, impl: str):
+    return partial(PUBLIC[kernel], impl=impl, **OPTIONS[impl][kernel])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("length", [1, 7, 33])
-def test_chunked_matches_reference_f32(kernel, length):
-    assert_matches_reference(kernel, CHUNKED[kernel], length)
+def test_matches_reference_f32(impl, kernel, length):
+    assert_matches_reference(kernel, impl_fn(kernel, impl), length)
 
 
-def test_chunked_linear_scan_reverse():
-    assert_matches_reference("linear_scan", CHUNKED["linear_scan"], 33, reverse=True)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_linear_scan_reverse(impl):
+    assert_matches_reference("linear_scan", impl_fn("linear_scan", impl), 33, reverse=True)
 
 
-@pytest.mark.parametrize("kernel", list(CHUNKED))
-def test_chunked_matches_reference_bf16(kernel):
-    assert_matches_reference(kernel, CHUNKED[kernel], 33, dtype=BF16)
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_matches_reference_bf16(impl, kernel):
+    assert_matches_reference(kernel, impl_fn(kernel, impl), 33, dtype=BF16)
 
 
-def test_chunked_wkv_state_carries_across_calls():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_wkv_state_carries_across_calls(impl):
     # WKV's (num, den, max) has many representations: continuing from ours must work.
     # (The other kernels' state in/out is covered by the reference tests above.)
-    assert_split_equals_whole("wkv4", CHUNKED["wkv4"])
+    assert_split_equals_whole("wkv4", impl_fn("wkv4", impl))
 
 
-def test_chunked_rejects_bad_input():
+def test_rejects_bad_options():
     a = jnp.ones((2, 5, 3))
     with pytest.raises(ValueError, match="chunk_size"):
-        chunked.linear_scan_chunked(a, a, chunk_size=0)
-    with pytest.raises(ValueError, match="h0"):
-        chunked.linear_scan_chunked(a, a, jnp.ones((2, 4)))
-    with pytest.raises(ValueError, match="channels"):
-        chunked.wkv4_chunked(jnp.ones(4), jnp.ones(3), a, a)
-    with pytest.raises(ValueError, match="d_state"):
-        chunked.selective_scan_chunked(a, a, jnp.ones((3, 4)), jnp.ones((2, 5, 2)), a)
+        linear_scan(a, a, impl="chunked", chunk_size=0)
+    with pytest.raises(ValueError, match="block_t"):
+        linear_scan(a, a, impl="pallas", block_t=0)
+    with pytest.raises(ValueError, match="block_c"):
+        wkv4(jnp.ones(3), jnp.ones(3), a, a, impl="pallas", block_c=0)
+    # An option of another implementation is an error that names the valid ones.
+    with pytest.raises(ValueError, match="no option chunk_size; its options: block_t, block_d"):
+        selective_scan(a, a, -jnp.ones((3, 2)), a[..., :2], a[..., :2], impl="pallas", chunk_size=4)
+    with pytest.raises(ValueError, match="its options: none"):
+        wkv4(jnp.ones(3), jnp.ones(3), a, a, impl="sequential", block_t=4)
