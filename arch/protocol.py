@@ -108,3 +108,22 @@ def step_via_prefill(module: nn.Module, state: Any, x_t: jax.Array):
     """``step`` as a one-token ``prefill``, for mixers whose ``prefill`` runs the recurrence."""
     state, y = module.prefill(state, x_t[:, None])
     return state, y[:, 0]
+
+
+def within_capacity(y: jax.Array, pos, length: int, max_len: int, where: str) -> jax.Array:
+    """``y``, unless a fixed-size cache of ``max_len`` positions overflowed.
+
+    Writing tokens ``pos .. pos + length - 1`` into a cache of ``max_len`` slots would
+    clamp the write and give finite, wrong outputs. A concrete ``pos`` raises here; a
+    traced one (under ``jit``) turns the outputs into NaN, which the training loop and
+    any caller that checks its numbers see at once, rather than silent garbage.
+    """
+    if not isinstance(pos, jax.core.Tracer):
+        end = int(pos) + length
+        if end > max_len:
+            raise ValueError(
+                f"{where}: position {end - 1} is past max_len={max_len} (the cache size); "
+                "build the model with a larger max_len or stop generating at max_len tokens"
+            )
+        return y
+    return jnp.where(pos + length > max_len, jnp.nan, y)

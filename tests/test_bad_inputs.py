@@ -10,6 +10,7 @@ import types
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import arch
@@ -172,3 +173,26 @@ def test_malformed_multiplier_list():
         jnp.zeros((1, 4), jnp.int32),
         wd_mults=[(".*", "lots")],
     )
+
+
+@pytest.mark.parametrize("name", ["transformer", "aft_full", "aft_local"])
+def test_stepping_past_max_len_is_never_silent(name):
+    model = arch.build(name, vocab_size=8, d_model=8, n_layers=1, max_len=4)
+    tokens = jnp.zeros((1, 4), jnp.int32)
+    params = model.init(jax.random.key(0), tokens)
+    state = model.apply(params, 1, method="init_state")
+    state, _ = model.apply(params, state, tokens, method="prefill")  # the cache is full
+    _raises(
+        ValueError,
+        "position 4 is past max_len=4",
+        model.apply,
+        params,
+        state,
+        tokens[:, 0],
+        method="step",
+    )
+    step = jax.jit(lambda p, s, t: model.apply(p, s, t, method="step"))
+    _, logits = step(params, state, tokens[:, 0])  # traced position: NaN, not garbage
+    assert np.isnan(np.asarray(logits)).all()
+    _, logits = step(params, model.apply(params, 1, method="init_state"), tokens[:, 0])
+    assert np.isfinite(np.asarray(logits)).all()

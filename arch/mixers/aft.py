@@ -31,9 +31,10 @@ and shift start at 0 as in the paper. They train like the decays of the recurren
 layers (``arch.params.SSM``: ``train.ssm_lr``, ``train.ssm_weight_decay``).
 
 Lengths: ``__call__``/``prefill`` raise ``ValueError`` past ``max_len`` (the size of the
-learned [max_len, max_len] bias). A traced position inside ``step`` cannot be checked;
-stepping past ``max_len`` clamps the bias lookup (and AFT-full's cache write), so
-generation must stop at ``max_len`` tokens.
+learned [max_len, max_len] bias). Stepping AFT-full or AFT-local past ``max_len``
+raises when the position is concrete and gives NaN outputs under ``jit``
+(``arch.protocol.within_capacity``), never finite, wrong ones; generation must stop at
+``max_len`` tokens.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from flax import linen as nn
 
 from arch import params
 from arch.mixers.attention import check_heads, qkv_and_out
-from arch.protocol import require_causal, step_via_prefill
+from arch.protocol import require_causal, step_via_prefill, within_capacity
 from kernels import aft as K
 
 # There is no official AFT code to follow (the paper gives no optimizer split): the
@@ -157,6 +158,7 @@ class AFTFull(nn.Module):
         (cache_k, cache_v), y = K.aft_full_chunk(
             (state.k, state.v), state.pos, q, k, v, self.pos_bias, impl=self.impl
         )
+        y = within_capacity(y, state.pos, x.shape[1], self.max_len, "AFTFull.prefill/step")
         return AFTCache(cache_k, cache_v, state.pos + x.shape[1]), self.out(y)
 
     def step(self, state: AFTCache, x_t):
@@ -213,6 +215,7 @@ class AFTLocal(nn.Module):
         window, y = K.aft_local_chunk(
             _kernel_window(state), state.pos, q, k, v, self.pos_bias, self.window
         )
+        y = within_capacity(y, state.pos, x.shape[1], self.max_len, "AFTLocal.prefill/step")
         return _window_state(window, state.pos + x.shape[1]), self.out(y)
 
     def step(self, state: AFTWindow, x_t):

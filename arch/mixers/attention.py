@@ -19,10 +19,9 @@ and value, so memory and per-token cost grow with the context, unlike the recurr
 architectures (that contrast is one of the results the project measures).
 
 Lengths: ``__call__`` and ``prefill`` raise ``ValueError`` for a chunk longer than
-``max_len`` (a static shape). The position inside ``step``/``prefill`` is a traced
-value, so running past ``max_len`` cannot be detected at trace time and no checkify
-is used: ``dynamic_update_slice`` then clamps the write to the last slots and the
-output is wrong. Generation loops must stop at ``max_len`` tokens.
+``max_len`` (a static shape). Stepping past ``max_len`` raises when the position is
+concrete and gives NaN outputs under ``jit`` (``arch.protocol.within_capacity``), never
+finite, wrong ones. Generation loops must stop at ``max_len`` tokens.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import linen as nn
 
-from arch.protocol import require_causal, step_via_prefill
+from arch.protocol import require_causal, step_via_prefill, within_capacity
 from kernels import attention as K
 
 POS_ENCODINGS = ("rope", "none")
@@ -153,6 +152,7 @@ class Attention(nn.Module):
         q, k, v = self._project(x, state.pos + jnp.arange(length))
         cache_k, cache_v = K.cache_update(state.k, state.v, k, v, state.pos)
         y = K.attend_cache(q, cache_k, cache_v, state.pos + length, impl=self.impl)
+        y = within_capacity(y, state.pos, length, self.max_len, "Attention.prefill/step")
         return KVCache(cache_k, cache_v, state.pos + length), self._output(y, False)
 
     def step(self, state: KVCache, x_t):
