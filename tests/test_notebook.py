@@ -30,9 +30,8 @@ def test_notebook_executes(tmp_path, monkeypatch):
     client.execute()
     outputs = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
     assert "max |parallel - recurrent|" in outputs
-    assert os.path.exists(tmp_path / "mingru_alone" / "results.json")
     assert os.path.exists(tmp_path / "compare" / "learning_curves.png")
-    for name in ("mingru", "transformer", "mamba"):
+    for name in ("mingru", "s4d"):  # the smoke size compares with S4D only
         with open(tmp_path / "compare" / name / "results.json") as f:
             assert json.load(f)["config"]["arch"] == name
     assert os.path.exists(tmp_path / "bench" / "train_bench.csv")

@@ -154,12 +154,23 @@ def _params(workdir, step):
         ckpts.close()
 
 
+SIGNAL_CONFIG = {**RESUME_CONFIG, "train.steps": 8}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    straight = str(tmp_path_factory.mktemp("straight") / "run")
+    config = tiny_config(**SIGNAL_CONFIG)
+    return straight, train_lib.train(config, straight, model=TinyModel(), task=TinyTask())
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_saves_the_current_step_and_the_rerun_ends_identical(tmp_path, signum):
-    config = tiny_config(**{**RESUME_CONFIG, "train.steps": 8})
+def test_a_signal_saves_the_current_step_and_the_rerun_ends_identical(
+    tmp_path, signum, uninterrupted
+):
+    config = tiny_config(**SIGNAL_CONFIG)
     before = signal.getsignal(signum)
-    straight = str(tmp_path / "straight")
-    reference = train_lib.train(config, straight, model=TinyModel(), task=TinyTask())
+    straight, reference = uninterrupted
     stopped = str(tmp_path / "stopped")
     with pytest.raises(Preempted) as caught:  # the signal arrives during step 5
         train_lib.train(config, stopped, model=TinyModel(), task=SignalAt(4, signum))
