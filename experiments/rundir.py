@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -66,14 +67,15 @@ def read_json(path: str) -> dict:
         raise RunDirError(f"cannot read {path}: {error}") from None
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``; an empty dict stays a value."""
+    flat = {}
     for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
-            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-    return out
+            flat[prefix + key] = value
+    return flat
 
 
 def differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:

@@ -80,7 +80,7 @@ def resolve_config(config) -> ml_collections.ConfigDict:
 
     if isinstance(config, Mapping):
         try:
-            return base.override(base.get_config(), _flatten(config))
+            return base.override(base.get_config(), rundir.flatten(config))
         except KeyError as error:
             raise TrainingError(error.args[0]) from None
     unknown = base.unknown_keys(config, base.get_config())
@@ -89,17 +89,6 @@ def resolve_config(config) -> ml_collections.ConfigDict:
             f"unknown config key(s) {', '.join(unknown)}; see experiments/config.py for the fields"
         )
     return config
-
-
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}`` (merged into the base, not replacing)."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
 
 
 def _check_train_config(tc) -> None:
