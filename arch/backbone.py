@@ -35,6 +35,7 @@ class Backbone(nn.Module):
     prenorm: bool = True
     dropout: float = 0.0
     embed_norm: bool = False  # RWKV normalises the embedding once (ln0)
+    embed_init: Callable | None = None  # token embedding init; None: N(0, 0.02)
     final_norm: bool = True
     pos_emb: str = "none"  # "learned": absolute positions added to the embedding
     max_len: int = 2048
@@ -48,7 +49,9 @@ class Backbone(nn.Module):
             raise ValueError("give exactly one of vocab_size (token ids) or d_input (features)")
         if self.vocab_size is not None:
             self.embedding = nn.Embed(
-                self.vocab_size, self.d_model, embedding_init=nn.initializers.normal(0.02)
+                self.vocab_size,
+                self.d_model,
+                embedding_init=self.embed_init or nn.initializers.normal(0.02),
             )
         else:
             self.embedding = nn.Dense(self.d_model)
@@ -96,12 +99,18 @@ class Backbone(nn.Module):
                 "positions; build the model with a larger max_len or use pos='rope'"
             )
 
-    def __call__(self, inputs, *, train: bool = False):
+    def __call__(self, inputs, *, train: bool = False, mask=None):
+        """``mask``: [B, L], nonzero at real tokens (right padding after them), or None.
+
+        Bidirectional mixers use it so that an example's outputs do not depend on the
+        padding that follows it (as the LRA code masks its pad tokens).
+        """
         check_inputs(inputs, vocab_size=self.vocab_size, d_input=self.d_input, per_token=False)
         self._check_length(inputs.shape[1])
         x = self._embed(inputs, 0, inputs.shape[1])
+        mask = None if mask is None else jnp.asarray(mask).astype(bool)
         for block in self.blocks:
-            x = block(x, train=train)
+            x = block(x, train=train, mask=mask)
         return self._finish(x)
 
     def init_state(self, batch_size: int) -> BackboneState:

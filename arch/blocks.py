@@ -64,14 +64,23 @@ class Block(nn.Module):
             channel_state, x = self._residual(x, self.norm2, channel_fn, train)
         return BlockState(mixer_state, channel_state), x
 
-    def __call__(self, x, *, train: bool = False):
+    def __call__(self, x, *, train: bool = False, mask=None):
+        """``mask`` ([B, L] bool, True = real token) reaches a bidirectional mixer only.
+
+        A causal mixer needs none: right padding cannot reach an earlier position.
+        """
+        mixer_kwargs = {"mask": mask} if mask is not None and not self.causal_mixer else {}
         _, y = self._forward(
             x,
-            lambda h: (None, self.mixer(h, train=train)),
+            lambda h: (None, self.mixer(h, train=train, **mixer_kwargs)),
             lambda h: (None, self.channel_mixer(h, train=train)),
             train,
         )
         return y
+
+    @property
+    def causal_mixer(self) -> bool:
+        return getattr(self.mixer, "causal", True)
 
     def init_state(self, batch_size: int) -> BlockState:
         channel = (

@@ -15,6 +15,16 @@ from flax import linen as nn
 from arch.protocol import NoState
 
 
+def gpt2_inits(n_layers: int):
+    """(input, output) kernel inits: N(0, 0.02), the output scaled by 1/sqrt(2 n_layers).
+
+    The same GPT-2 convention as attention's projections (``arch.mixers.attention.
+    qkv_and_out``), so both halves of a Transformer block start at one scale.
+    """
+    normal = nn.initializers.normal
+    return normal(0.02), normal(0.02 / (2 * n_layers) ** 0.5)
+
+
 class PositionWise(nn.Module):
     """The recurrent methods of a layer that looks at one position at a time."""
 
@@ -37,8 +47,9 @@ class MLP(PositionWise):
     expand: int = 4
 
     def setup(self):
-        self.up = nn.Dense(self.expand * self.d_model)
-        self.down = nn.Dense(self.d_model)
+        w_in, w_out = gpt2_inits(self.n_layers)
+        self.up = nn.Dense(self.expand * self.d_model, kernel_init=w_in)
+        self.down = nn.Dense(self.d_model, kernel_init=w_out)
 
     def __call__(self, x, *, train: bool = False):
         return self.down(nn.gelu(self.up(x)))
@@ -54,9 +65,10 @@ class GLU(PositionWise):
 
     def setup(self):
         hidden = int(2 * self.expand * self.d_model / 3)  # same parameter count as MLP
-        self.gate = nn.Dense(hidden, use_bias=False)
-        self.up = nn.Dense(hidden, use_bias=False)
-        self.down = nn.Dense(self.d_model, use_bias=False)
+        w_in, w_out = gpt2_inits(self.n_layers)
+        self.gate = nn.Dense(hidden, use_bias=False, kernel_init=w_in)
+        self.up = nn.Dense(hidden, use_bias=False, kernel_init=w_in)
+        self.down = nn.Dense(self.d_model, use_bias=False, kernel_init=w_out)
 
     def __call__(self, x, *, train: bool = False):
         return self.down(nn.silu(self.gate(x)) * self.up(x))

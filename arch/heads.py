@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax.numpy as jnp
 from flax import linen as nn
 
@@ -34,12 +36,14 @@ class LanguageModel(nn.Module):
 
     backbone: Backbone
     tie_embeddings: bool = False
+    head_init: Callable | None = None  # None: Flax's Dense default
 
     def setup(self):
         if self.backbone.vocab_size is None:
             raise ValueError("a language model needs token inputs: build it with vocab_size")
         if not self.tie_embeddings:
-            self.head = nn.Dense(self.backbone.vocab_size, use_bias=False)
+            init = {} if self.head_init is None else {"kernel_init": self.head_init}
+            self.head = nn.Dense(self.backbone.vocab_size, use_bias=False, **init)
 
     def _logits(self, h):
         if self.tie_embeddings:
@@ -72,7 +76,8 @@ class Classifier(nn.Module):
         self.head = nn.Dense(self.n_classes)
 
     def __call__(self, inputs, mask=None, *, train: bool = False):
-        return self.head(pool(self.backbone(inputs, train=train), mask, self.pooling))
+        h = self.backbone(inputs, train=train, mask=mask)
+        return self.head(pool(h, mask, self.pooling))
 
 
 class DualEncoder(nn.Module):
@@ -87,7 +92,7 @@ class DualEncoder(nn.Module):
         self.head = nn.Dense(self.n_classes)
 
     def encode(self, inputs, mask=None, *, train: bool = False):
-        return pool(self.backbone(inputs, train=train), mask, self.pooling)
+        return pool(self.backbone(inputs, train=train, mask=mask), mask, self.pooling)
 
     def __call__(self, inputs1, inputs2, mask1=None, mask2=None, *, train: bool = False):
         u = self.encode(inputs1, mask1, train=train)

@@ -40,17 +40,21 @@ class ParamRule(NamedTuple):
     ``base``: ``"lr"`` (``train.lr``, decayed by ``train.weight_decay``) or ``"ssm_lr"``
     (``train.ssm_lr``, decayed by ``train.ssm_weight_decay``: the separate rate that
     state-spaces/s4 and S5 give their A, B and dt). ``lr_mult`` multiplies that rate and
-    ``wd_mult`` that weight decay (0: none).
+    ``wd_mult`` that weight decay (0: none). ``wd_base`` takes the weight decay from the
+    other base (``"lr"``: ``train.weight_decay``), for a parameter at the SSM rate that
+    is still decayed like the model (state-spaces/s4's C on its image tasks).
     """
 
     base: str = "lr"
     lr_mult: float = 1.0
     wd_mult: float = 1.0
+    wd_base: str | None = None  # None: the same as ``base``
 
     @property
     def key(self) -> str:
         """A string naming the rule (optax labels must be strings, not tuples)."""
-        return f"{self.base}*{self.lr_mult:g}/wd*{self.wd_mult:g}"
+        wd_base = "" if self.wd_base in (None, self.base) else f"({self.wd_base})"
+        return f"{self.base}*{self.lr_mult:g}/wd{wd_base}*{self.wd_mult:g}"
 
 
 DEFAULT = ParamRule()
@@ -80,7 +84,11 @@ def declared_rules(module: nn.Module) -> dict[str, ParamRule]:
             # Only the parameters the layer has (Dense(use_bias=False) has no bias).
             rules = {k: r for k, r in rules.items() if getattr(module, f"use_{k}", True)}
     for name, rule in rules.items():
-        if not isinstance(rule, ParamRule) or rule.base not in BASES:
+        if (
+            not isinstance(rule, ParamRule)
+            or rule.base not in BASES
+            or rule.wd_base not in (None, *BASES)
+        ):
             raise TypeError(
                 f"{type(module).__name__}: the rule for {name!r} must be an "
                 f"arch.params.ParamRule with base in {BASES}, got {rule!r}"

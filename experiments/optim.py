@@ -45,7 +45,8 @@ def peak_lr(rule: ParamRule, train_cfg) -> float:
 
 
 def weight_decay(rule: ParamRule, train_cfg) -> float:
-    return float(train_cfg[_WEIGHT_DECAY_FIELD[rule.base]]) * rule.wd_mult
+    base = rule.wd_base or rule.base
+    return float(train_cfg[_WEIGHT_DECAY_FIELD[base]]) * rule.wd_mult
 
 
 def rule_schedule(rule: ParamRule, train_cfg) -> optax.Schedule:

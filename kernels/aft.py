@@ -24,6 +24,16 @@ memory is O(block * batch * length * channels) rather than O(length^2 * channels
 one bias for all channels, so AFT-full/local; see ``_aft_matmul`` for its limit). The
 parallel AFT-local/conv cost O(T^2 d) here; an O(T s d) windowed form would be a new row.
 
+Position bias ``w`` of AFT-full/local: a dense [max_len, max_len] array, or a
+``LowRankBias(u, v)`` meaning w = u v^T with u, v [max_len, rank] (a factorised w, as
+the paper suggests to cut the T^2 parameters); only the [rows, columns] block a call
+reads is formed, never the [max_len, max_len] table.
+
+Padding (bidirectional forms): ``mask`` [B, L] bool, True at real tokens. Padded keys
+are set to ``RUN_FLOOR`` (a finite -inf) and their values to 0 before the sums, so
+sum_t' exp(K_t' + w[t, t']) V_t' runs over real t' only; a row whose every key is
+padding (a pad row of an all-padding example) still gets finite weights.
+
 Recurrent forms: AFT-simple keeps a running ``(num, den, max)`` per channel (O(1) state);
 AFT-full keeps a KV cache of every past position; AFT-local and AFT-conv keep the last
 ``s - 1`` keys and values (where the learned bias applies) plus a running
@@ -32,10 +42,12 @@ AFT-full keeps a KV cache of every past position; AFT-local and AFT-conv keep th
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from einops import rearrange
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from kernels.chunking import merge_log_sums
 from kernels.dispatch import pick
@@ -48,6 +60,42 @@ _BLOCK_ELEMENTS = 1 << 24
 
 
 # ----------------------------------------------------------------------------- core
+
+
+class LowRankBias(NamedTuple):
+    """A factorised position bias w = u v^T, u and v: [max_len, rank]."""
+
+    u: Array
+    v: Array
+
+
+def _w_block(w, rows, cols) -> Array:
+    """w[rows][:, cols] -> [T, S] float32, for a dense bias or a ``LowRankBias``.
+
+    ``rows``, ``cols``: int arrays or slices. The low-rank product runs at full float32
+    precision: TF32 (GPU default) would change w by ~1e-3, and w enters an exp.
+    """
+    if isinstance(w, LowRankBias):
+        u, v = w.u.astype(jnp.float32), w.v.astype(jnp.float32)
+        return jnp.einsum("tr,sr->ts", u[rows], v[cols], precision=jax.lax.Precision.HIGHEST)
+    block = w[rows, cols] if isinstance(rows, slice) else w[rows[:, None], cols[None, :]]
+    return block.astype(jnp.float32)
+
+
+def _mask_keys(k, v, mask):
+    """Padded keys -> RUN_FLOOR (exp weight exactly 0 next to any real key), values -> 0.
+
+    Finite rather than -inf so that a row with no real key stays finite (uniform over the
+    padding); zero values so that non-finite padding cannot leak as 0 * inf.
+    """
+    if mask is None:
+        return k, v
+    mask = jnp.asarray(mask)
+    if mask.shape != k.shape[:2]:
+        raise ValueError(f"aft: mask must be [batch, length] = {k.shape[:2]}, got {mask.shape}")
+    real = mask.astype(bool)[..., None]
+    f32 = jnp.float32
+    return jnp.where(real, k.astype(f32), RUN_FLOOR), jnp.where(real, v.astype(f32), 0.0)
 
 
 def _expand_heads(bias: Array, channels: int) -> Array:
@@ -131,6 +179,15 @@ def _check(name: str, q, k, v) -> None:
 
 
 def _check_w(name: str, w, length: int) -> None:
+    if isinstance(w, LowRankBias):
+        u, v = w
+        if u.ndim != 2 or u.shape != v.shape or u.shape[0] < length:
+            raise ValueError(
+                f"{name}: a LowRankBias needs u, v of one shape [max_len, rank] with max_len "
+                f">= length={length}, got {u.shape}, {v.shape}; build the layer with a "
+                "larger max_len"
+            )
+        return
     if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] < length:
         raise ValueError(
             f"{name}: w must be a square [max_len, max_len] bias with max_len >= length="
@@ -145,17 +202,23 @@ def aft_full(
     q: Float[Array, "batch length dim"],
     k: Float[Array, "batch length dim"],
     v: Float[Array, "batch length dim"],
-    w: Float[Array, "max_len max_len"],
+    w: Float[Array, "max_len max_len"] | LowRankBias,
     *,
     causal: bool,
+    mask: Bool[Array, "batch length"] | None = None,
     impl: str = "auto",
 ) -> Float[Array, "batch length dim"]:
-    """AFT-full (eq. 2) with the top-left [L, L] block of the learned bias ``w``."""
+    """AFT-full (eq. 2) with the top-left [L, L] block of the learned bias ``w``.
+
+    ``mask``: True at real tokens; padded keys contribute nothing (module docstring).
+    """
     _check("aft_full", q, k, v)
     length = q.shape[1]
     _check_w("aft_full", w, length)
+    k, v = _mask_keys(k, v, mask)
     pos = jnp.arange(length)
-    bias = _bias(w[:length, :length, None], pos, pos, causal=causal)
+    block = _w_block(w, slice(length), slice(length))
+    bias = _bias(block[..., None], pos, pos, causal=causal)
     return pick("aft_full", IMPLS, impl, AUTO)(q, k, v, bias)
 
 
@@ -167,10 +230,11 @@ def aft_local(
     q: Float[Array, "batch length dim"],
     k: Float[Array, "batch length dim"],
     v: Float[Array, "batch length dim"],
-    w: Float[Array, "max_len max_len"],
+    w: Float[Array, "max_len max_len"] | LowRankBias,
     window: int,
     *,
     causal: bool,
+    mask: Bool[Array, "batch length"] | None = None,
     impl: str = "auto",
 ) -> Float[Array, "batch length dim"]:
     """AFT-local (eq. 3): bias w[t, t'] where |t - t'| < window, 0 elsewhere."""
@@ -179,9 +243,11 @@ def aft_local(
         raise ValueError(f"aft_local: window={window} must be >= 1")
     length = q.shape[1]
     _check_w("aft_local", w, length)
+    k, v = _mask_keys(k, v, mask)
     pos = jnp.arange(length)
     in_window = _local_window(pos, pos, window)
-    bias = _bias(w[:length, :length, None], pos, pos, causal=causal, in_window=in_window)
+    block = _w_block(w, slice(length), slice(length))
+    bias = _bias(block[..., None], pos, pos, causal=causal, in_window=in_window)
     return pick("aft_local", IMPLS, impl, AUTO)(q, k, v, bias)
 
 
@@ -191,10 +257,12 @@ def aft_simple(
     v: Float[Array, "batch length dim"],
     *,
     causal: bool,
+    mask: Bool[Array, "batch length"] | None = None,
     impl: str = "auto",
 ) -> Float[Array, "batch length dim"]:
     """AFT-simple (eq. 4): sigmoid(Q_t) * sum_t' softmax_t'(K) V_t' (t' <= t if causal)."""
     _check("aft_simple", q, k, v)
+    k, v = _mask_keys(k, v, mask)
     if not causal:
         f32 = jnp.float32
         weights = jax.nn.softmax(k.astype(f32), axis=1)
@@ -251,6 +319,7 @@ def aft_conv(
     causal: bool,
     gain: Float[Array, " heads"] | None = None,
     shift: Float[Array, " heads"] | None = None,
+    mask: Bool[Array, "batch length"] | None = None,
     impl: str = "auto",
 ) -> Float[Array, "batch length dim"]:
     """AFT-conv (eq. 5): per-head relative bias w_i[t - t'] in the kernel window, 0 outside.
@@ -262,6 +331,7 @@ def aft_conv(
     _check_conv(q, w_conv, n_heads)
     if gain is not None:
         w_conv = conv_reparam(w_conv, gain, shift)
+    k, v = _mask_keys(k, v, mask)
     pos = jnp.arange(q.shape[1])
     values, in_window = _conv_values(w_conv, pos, pos, causal=causal)
     bias = _bias(values, pos, pos, causal=causal, in_window=in_window)
@@ -319,7 +389,7 @@ def aft_full_chunk(
     q: Float[Array, "batch chunk dim"],
     k: Float[Array, "batch chunk dim"],
     v: Float[Array, "batch chunk dim"],
-    w: Float[Array, "max_len max_len"],
+    w: Float[Array, "max_len max_len"] | LowRankBias,
     *,
     impl: str = "auto",
 ):
@@ -336,7 +406,11 @@ def aft_full_chunk(
     cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, pos, 0))
     cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, pos, 0))
     t = pos + jnp.arange(length)
-    rows = jax.lax.dynamic_slice(w[:, :size], (pos, 0), (length, size))
+    if isinstance(w, LowRankBias):  # rows pos..pos+T of u (clamped alike), all of v
+        u_rows = jax.lax.dynamic_slice(w.u, (pos, 0), (length, w.u.shape[1]))
+        rows = _w_block(LowRankBias(u_rows, w.v), slice(None), slice(size))
+    else:
+        rows = jax.lax.dynamic_slice(w[:, :size], (pos, 0), (length, size))
     bias = _bias(rows[..., None], t, jnp.arange(size), causal=True)
     y = pick("aft_full", IMPLS, impl, AUTO)(q, cache_k, cache_v, bias)
     return (cache_k, cache_v), y
@@ -378,7 +452,13 @@ def _window_chunk(state, pos, q, k, v, values_fn):
 
 
 def aft_local_chunk(
-    state, pos: Int[Array, ""], q, k, v, w: Float[Array, "max_len max_len"], window: int
+    state,
+    pos: Int[Array, ""],
+    q,
+    k,
+    v,
+    w: Float[Array, "max_len max_len"] | LowRankBias,
+    window: int,
 ):
     """Causal AFT-local over a chunk ``[B, T, D]`` at ``pos`` continuing ``state``.
 
@@ -387,10 +467,11 @@ def aft_local_chunk(
     """
     _check("aft_local_chunk", q, k, v)
 
+    size = w.u.shape[0] if isinstance(w, LowRankBias) else w.shape[0]
+
     def values_fn(t, tp):
-        rows = jnp.clip(t, 0, w.shape[0] - 1)[:, None]
-        cols = jnp.clip(tp, 0, w.shape[1] - 1)[None, :]
-        return w[rows, cols][..., None], _local_window(t, tp, window)
+        rows, cols = jnp.clip(t, 0, size - 1), jnp.clip(tp, 0, size - 1)
+        return _w_block(w, rows, cols)[..., None], _local_window(t, tp, window)
 
     return _window_chunk(state, pos, q, k, v, values_fn)
 

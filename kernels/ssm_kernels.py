@@ -5,11 +5,14 @@ lives here is either shared by both or a numerical routine worth testing on its 
 against NumPy (``tests/kernels/test_s4_kernels.py``):
 
 - ``log_dt_init``, ``broadcast_init``: the initialisers of log Delta and of A, P, B;
-- ``cauchy``: sum_n v_n / (z_l - lambda_n), the Cauchy kernel of S4's Algorithm 1;
+- ``cauchy``: sum_n v_n / (z_l - lambda_n), the Cauchy kernel of S4's Algorithm 1, or
+  its conjugate-symmetric form over N/2 stored conjugate pairs;
 - ``vandermonde``: sum_n v_n x_n^l, the Vandermonde kernel of S4D;
 - ``BilinearDPLR``: the bilinear discretisation (S4 eq. 3) of A = diag(Lambda) - P Q^*,
   applied to a state in O(N) through the Woodbury identity (S4 Theorem 2), or formed
-  densely for Algorithm 1's truncation C (I - dA^L);
+  densely for Algorithm 1's truncation C (I - dA^L); ``conj_pairs=True``: the system
+  stored as N/2 conjugate pairs (state-spaces/s4's convention);
+- ``times_inverse_one_minus``: v (I - M)^-1 without LAPACK, for S4's C = C~ (I - dA^L)^-1;
 - ``fft_conv``: y = K * u + D u (S4 eq. 4) by FFT, causal or bidirectional.
 
 Memory: ``cauchy`` and ``vandermonde`` accumulate over the state index n (a scan), so
@@ -60,10 +63,24 @@ def _sum_over_states(term, *xs):
 
 
 def cauchy(
-    v: Complex[Array, "*batch H N"], z: Complex[Array, "H L"], lam: Complex[Array, "H N"]
+    v: Complex[Array, "*batch H N"],
+    z: Complex[Array, "H L"],
+    lam: Complex[Array, "H N"],
+    conj_pairs: bool = False,
 ) -> Complex[Array, "*batch H L"]:
-    """sum_n v[..., n] / (z[..., l] - lam[..., n]): a Cauchy matrix-vector product."""
-    return _sum_over_states(lambda v_n, lam_n: v_n[..., None] / (z - lam_n[..., None]), v, lam)
+    """sum_n v[..., n] / (z[..., l] - lam[..., n]): a Cauchy matrix-vector product.
+
+    ``conj_pairs``: v and lam hold one of each conjugate pair, and the sum runs over both
+    halves, v_n / (z - lam_n) + conj(v_n) / (z - conj(lam_n)) (state-spaces/s4
+    src/models/functional/cauchy.py:39-43).
+    """
+
+    def term(v_n, lam_n):
+        v_n, lam_n = v_n[..., None], lam_n[..., None]
+        out = v_n / (z - lam_n)
+        return out + v_n.conj() / (z - lam_n.conj()) if conj_pairs else out
+
+    return _sum_over_states(term, v, lam)
 
 
 def vandermonde(
@@ -93,6 +110,12 @@ class BilinearDPLR(NamedTuple):
     s = (dt/2) / (1 + dt/2 Q^* D P). So ``dA(h)`` costs O(N) per channel (S4 Theorem 2,
     Appendix C.2), with no N x N inverse and no LAPACK call (XLA's CPU LAPACK custom call
     was seen to hang when PyTorch shares the process).
+
+    ``conj_pairs``: the ``[H, N]`` vectors hold one of each conjugate pair of a system of
+    2N states whose other half is their conjugate (S4 stores N/2 of its N states so), and
+    states are conjugate-symmetric too. Every inner product Q^* x over the full system is
+    then 2 Re of the stored half's (state-spaces/s4 ssm.py ``_setup_linear``,
+    ``_step_state_linear``), and ``dA(h)``, ``dB`` are the stored half of the full ones.
     """
 
     half_dt: Array  # [H, 1]: dt / 2
@@ -103,23 +126,43 @@ class BilinearDPLR(NamedTuple):
     dp: Array  # D P
     scale: Array  # [H, 1]: s = (dt/2) / (1 + dt/2 Q^* D P)
     dB: Array  # (I - dt/2 A)^-1 dt B
+    conj_pairs: bool = False
 
     def solve(self, y):
         """(I - dt/2 A)^-1 y; ``y`` is ``[..., H, N]``."""
-        return _woodbury_solve(self.d, self.dp, self.q_conj, self.scale, y)
+        return _woodbury_solve(self.d, self.dp, self.q_conj, self.scale, y, self.conj_pairs)
 
     def dA(self, h):
         """dA h = (I - dt/2 A)^-1 (h + dt/2 (Lambda h - P (Q^* h))); ``h`` is ``[..., H, N]``."""
-        q_h = jnp.sum(self.q_conj * h, axis=-1, keepdims=True)
+        q_h = _inner(self.q_conj, h, self.conj_pairs)
         return self.solve(h + self.half_dt * (self.lam * h - self.p * q_h))
 
+    def full(self) -> BilinearDPLR:
+        """The same system over all its states: the conjugate halves appended."""
+        if not self.conj_pairs:
+            return self
+        both = lambda x: jnp.concatenate([x, x.conj()], axis=-1)  # noqa: E731
+        return self._replace(
+            lam=both(self.lam),
+            p=both(self.p),
+            q_conj=both(self.q_conj),
+            d=both(self.d),
+            dp=both(self.dp),
+            dB=both(self.dB),
+            conj_pairs=False,
+        )
+
     def dense_dA(self):
-        """dA as a matrix, ``[H, N, N]`` (for the kernel's truncation, not for stepping)."""
-        a = jax.vmap(jnp.diag)(self.lam) - jnp.einsum("hi,hj->hij", self.p, self.q_conj)
-        row = (self.q_conj * self.d)[:, None, :]
-        inv = jax.vmap(jnp.diag)(self.d) - self.scale[..., None] * self.dp[:, :, None] * row
-        eye = jnp.eye(self.lam.shape[-1], dtype=a.dtype)
-        return inv @ (eye + self.half_dt[..., None] * a)
+        """dA as a matrix, ``[H, N, N]`` (for the kernel's truncation, not for stepping).
+
+        ``conj_pairs``: the full ``[H, 2N, 2N]`` matrix, acting on [h, conj(h)].
+        """
+        full = self.full()
+        a = jax.vmap(jnp.diag)(full.lam) - jnp.einsum("hi,hj->hij", full.p, full.q_conj)
+        row = (full.q_conj * full.d)[:, None, :]
+        inv = jax.vmap(jnp.diag)(full.d) - full.scale[..., None] * full.dp[:, :, None] * row
+        eye = jnp.eye(full.lam.shape[-1], dtype=a.dtype)
+        return inv @ (eye + full.half_dt[..., None] * a)
 
 
 def bilinear_dplr(
@@ -128,21 +171,46 @@ def bilinear_dplr(
     q: Complex[Array, "H N"],
     b: Complex[Array, "H N"],
     log_dt: Float[Array, " H"],
+    conj_pairs: bool = False,
 ) -> BilinearDPLR:
-    """Discretise A = diag(Lambda) - P Q^*, B with step exp(log_dt) (once per sequence)."""
+    """Discretise A = diag(Lambda) - P Q^*, B with step exp(log_dt) (once per sequence).
+
+    ``conj_pairs``: the arguments hold one of each conjugate pair (see ``BilinearDPLR``).
+    """
     half_dt = jnp.exp(log_dt)[:, None] / 2
     q_conj = q.conj()
     d = 1.0 / (1.0 - half_dt * lam)
     dp = d * p
-    scale = half_dt / (1.0 + half_dt * jnp.sum(q_conj * dp, axis=-1, keepdims=True))
-    d_b = _woodbury_solve(d, dp, q_conj, scale, 2 * half_dt * b)
-    return BilinearDPLR(half_dt, lam, p, q_conj, d, dp, scale, d_b)
+    scale = half_dt / (1.0 + half_dt * _inner(q_conj, dp, conj_pairs))
+    d_b = _woodbury_solve(d, dp, q_conj, scale, 2 * half_dt * b, conj_pairs)
+    return BilinearDPLR(half_dt, lam, p, q_conj, d, dp, scale, d_b, conj_pairs)
 
 
-def _woodbury_solve(d, dp, q_conj, scale, y):
+def _inner(q_conj, x, conj_pairs):
+    """Q^* x over the state axis (kept); over both conjugate halves if ``conj_pairs``."""
+    out = jnp.sum(q_conj * x, axis=-1, keepdims=True)
+    return 2 * out.real if conj_pairs else out
+
+
+def _woodbury_solve(d, dp, q_conj, scale, y, conj_pairs=False):
     """(I - dt/2 A)^-1 y = D y - s (D P) (Q^* D y): O(N) per channel."""
     dy = d * y
-    return dy - scale * dp * jnp.sum(q_conj * dy, axis=-1, keepdims=True)
+    return dy - scale * dp * _inner(q_conj, dy, conj_pairs)
+
+
+def times_inverse_one_minus(v: Array, m: Array, squarings: int) -> Array:
+    """v (I - M)^-1 for ``v`` ``[..., H, N]`` and ``m`` ``[H, N, N]`` with rho(M) < 1.
+
+    By the doubling product (I - M)^-1 = prod_{j>=0} (I + M^(2^j)), stopped after
+    j = ``squarings``: the result is v (I - M)^-1 (I - M^(2^(squarings+1))), off by
+    v (I - M)^-1 M^(2^(squarings+1)), relative error about rho(M)^(2^(squarings+1)).
+    Matrix products only: no LAPACK solve or inverse (XLA's CPU LAPACK custom calls were
+    seen to hang when PyTorch shares the process).
+    """
+    for _ in range(squarings + 1):
+        v = v + jnp.einsum("...hn,hnm->...hm", v, m)
+        m = m @ m
+    return v
 
 
 # ------------------------------------------------------------------ convolution

@@ -32,3 +32,46 @@ def test_config_loads_for_every_arch(path):
         assert config.task.name
     with pytest.raises(ValueError, match="unknown architecture"):
         module.get_config("not_an_arch")
+
+
+# ---------------------------------------------------- LRA recipes pinned to the official code
+
+
+def lra(task, arg):
+    return load(os.path.join(ROOT, "configs", "lra", f"{task}.py")).get_config(arg)
+
+
+@pytest.mark.parametrize("task", ["listops", "text", "retrieval", "image", "pathfinder", "pathx"])
+def test_lra_schedule_is_the_s4_one(task):
+    """state-spaces/s4 s4-*.yaml: warmup = 10% of the steps, cosine to 0, AdamW
+    (0.9, 0.999), no gradient clipping."""
+    config = lra(task, "s4")
+    assert config.train.warmup_steps == config.train.steps // 10
+    assert config.train.min_lr_ratio == 0.0
+    assert (config.train.b1, config.train.b2) == (0.9, 0.999)
+    assert config.train.grad_clip == 0.0
+
+
+def test_lra_s4_layer_options_follow_each_task_yaml():
+    listops, image, pathx = lra("listops", "s4"), lra("image", "s4d"), lra("pathx", "s4")
+    # lr: {dt: null, A: 0.001, B: 0.001} and n_ssm 1 (s4-listops.yaml); post-norm there.
+    assert (listops.model.n_ssm, listops.model.dt_lr, listops.model.c_lr) == (1, "global", "global")
+    assert listops.model.prenorm is False
+    # scalar lr 0.001 reaches C too (s4-cifar.yaml); n_ssm 1.
+    assert (image.model.n_ssm, image.model.dt_lr, image.model.c_lr) == (1, "ssm", "ssm")
+    # Path-X: dt_min 1e-4, one SSM per channel (n_ssm null), pre-norm.
+    assert pathx.model.dt_min == 1e-4 and "n_ssm" not in pathx.model
+    assert pathx.model.prenorm is True
+
+
+@pytest.mark.parametrize("name", ["transformer", "rwkv", "mamba", "aft_simple"])
+def test_lra_other_archs_keep_their_own_block_layout(name):
+    """S4's post-norm ListOps setting is S4's; the other papers are pre-norm."""
+    model = arch.build(
+        name,
+        **{k: v for k, v in lra("listops", name).model.items() if k != "pooling"},
+        vocab_size=8,
+        head="classify",
+        n_classes=2,
+    )
+    assert model.backbone.prenorm is True

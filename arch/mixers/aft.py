@@ -8,6 +8,8 @@ Glossary (code -> paper):
 - ``kernels.aft``: Y_t = sigmoid(Q_t) * sum_t' exp(K_t' + w[t, t']) V_t' /
   sum_t' exp(K_t' + w[t, t']) (eq. 2), with t' <= t when causal;
 - ``pos_bias`` = w, the learned pairwise position biases (eq. 2), ``[max_len, max_len]``;
+  with ``pos_bias_rank`` = r, w = U V^T from ``pos_bias_u`` = U, ``pos_bias_v`` = V,
+  each ``[max_len, r]`` (``kernels.aft.LowRankBias``);
 - ``window`` = s: AFT-local uses w[t, t'] where |t - t'| < s and 0 elsewhere (eq. 3);
 - AFT-simple: w = 0 (eq. 4), a softmax of K over time;
 - ``n_heads`` = h, ``kernel_size`` = s, ``aft_conv_kernel`` = the per-head kernels w_i
@@ -30,8 +32,26 @@ Position biases start at 0 (so every variant starts as AFT-simple); AFT-conv's g
 and shift start at 0 as in the paper. They train like the decays of the recurrent
 layers (``arch.params.SSM``: ``train.ssm_lr``, ``train.ssm_weight_decay``).
 
+Factorised bias (``pos_bias_rank``, AFT-full and AFT-local): the dense w costs max_len^2
+parameters per layer (16.8M at 4096); U V^T costs 2 max_len r. A factorised w = U V^T
+(U, V in R^{T x d'}) is attributed to the paper; the paper text that could be searched
+from this project confirms eq. 2 with a dense w in R^{T x T}, but surfaced neither the
+factorised form nor the d' its experiments use, so the default stays the dense table
+(``pos_bias_rank=None``) and a rank is opt-in. Init: U = 0,
+V ~ N(0, 1/r), so w = U V^T starts at exactly 0 like the dense table (both factors 0
+would leave both gradients 0 forever); dL/dU = (dL/dw) V is nonzero from the first step,
+and with var 1/r, E[V V^T] has a unit diagonal, so that step moves w about as much as
+it would move a dense table (the LoRA-style zero/random split, Hu et al. 2021).
+
+Padding (``mask``, [B, L] bool, True = real token; right padding): the padded keys
+are left out of every sum (``kernels.aft``: keys -> a finite -inf, values -> 0), so an
+example's outputs at its real positions do not depend on how much padding follows it,
+nor on what the pad vectors hold. Needed by the bidirectional forms; a causal layer
+applies it too (harmless: trailing padding could not reach earlier positions anyway).
+The recurrent forms take no mask.
+
 Lengths: ``__call__``/``prefill`` raise ``ValueError`` past ``max_len`` (the size of the
-learned [max_len, max_len] bias). Stepping AFT-full or AFT-local past ``max_len``
+learned bias, dense or factorised). Stepping AFT-full or AFT-local past ``max_len``
 raises when the position is concrete and gives NaN outputs under ``jit``
 (``arch.protocol.within_capacity``), never finite, wrong ones; generation must stop at
 ``max_len`` tokens.
@@ -98,6 +118,29 @@ def _check_length(layer: nn.Module, length: int, what: str) -> None:
         )
 
 
+def _check_rank(rank: int | None) -> None:
+    if rank is not None and rank < 1:
+        raise ValueError(f"pos_bias_rank={rank} must be >= 1 (or None: a dense bias)")
+
+
+def _position_bias_rules(rank: int | None) -> dict:
+    names = ("pos_bias",) if rank is None else ("pos_bias_u", "pos_bias_v")
+    return dict.fromkeys(names, POSITION_BIAS)
+
+
+def _position_bias(layer: nn.Module, rank: int | None):
+    """w: the dense [max_len, max_len] table (0), or ``LowRankBias`` U (0), V ~ N(0, 1/r).
+
+    U = 0 keeps w = 0 at init; V random gives U a gradient (module docstring).
+    """
+    size = layer.max_len
+    if rank is None:
+        return layer.param("pos_bias", nn.initializers.zeros, (size, size))
+    u = layer.param("pos_bias_u", nn.initializers.zeros, (size, rank))
+    v = layer.param("pos_bias_v", nn.initializers.normal(rank**-0.5), (size, rank))
+    return K.LowRankBias(u, v)
+
+
 def _split_qkv(qkv):
     """[B, L, 3 D] -> Q, K, V, each [B, L, D]."""
     return jnp.split(qkv, 3, axis=-1)
@@ -116,7 +159,8 @@ def _kernel_window(state: AFTWindow):
 class AFTFull(nn.Module):
     """AFT-full (eq. 2): a learned bias for every pair of positions, O(T^2 d).
 
-    Options: ``max_len`` = T, the size of ``pos_bias`` and of the cache; ``impl``.
+    Options: ``max_len`` = T, the size of the bias and of the cache; ``pos_bias_rank``:
+    None (a dense [T, T] w) or r (w = U V^T, U and V [T, r]; module docstring); ``impl``.
     """
 
     d_model: int
@@ -124,26 +168,33 @@ class AFTFull(nn.Module):
     n_layers: int = 1
     causal: bool = True
     max_len: int = 2048
+    pos_bias_rank: int | None = None
     impl: str = "auto"
 
     def __post_init__(self):
         super().__post_init__()
         _check_impl(self.impl, K.IMPLS)
         _check_max_len(self.max_len)
+        _check_rank(self.pos_bias_rank)
 
-    # w: SSM rate, no official AFT code to cite (see POSITION_BIAS).
-    PARAM_RULES: ClassVar = {"pos_bias": POSITION_BIAS}
+    def param_rules(self) -> dict:
+        # w (or U, V): SSM rate, no official AFT code to cite (see POSITION_BIAS).
+        return _position_bias_rules(self.pos_bias_rank)
 
     def setup(self):
         self.qkv, self.out = qkv_and_out(self.d_model, self.n_layers)
         # w (eq. 2), zero at init: the layer starts as AFT-simple.
-        self.pos_bias = self.param("pos_bias", nn.initializers.zeros, (self.max_len, self.max_len))
+        self.w = _position_bias(self, self.pos_bias_rank)
 
-    def __call__(self, x, *, train: bool = False):
-        """Y_t = sigmoid(Q_t) * sum_t' exp(K_t' + w[t, t']) V_t' / sum_t' exp(K_t' + w[t, t'])."""
+    def __call__(self, x, *, train: bool = False, mask=None):
+        """Y_t = sigmoid(Q_t) * sum_t' exp(K_t' + w[t, t']) V_t' / sum_t' exp(K_t' + w[t, t']).
+
+        ``mask`` ([B, L] bool, True = real token) or None: padded t' are left out.
+        """
         _check_length(self, x.shape[1], "__call__")
         q, k, v = _split_qkv(self.qkv(x))
-        return self.out(K.aft_full(q, k, v, self.pos_bias, causal=self.causal, impl=self.impl))
+        y = K.aft_full(q, k, v, self.w, causal=self.causal, mask=mask, impl=self.impl)
+        return self.out(y)
 
     def init_state(self, batch_size: int) -> AFTCache:
         require_causal(self, "init_state")
@@ -156,7 +207,7 @@ class AFTFull(nn.Module):
         _check_length(self, x.shape[1], "prefill")
         q, k, v = _split_qkv(self.qkv(x))
         (cache_k, cache_v), y = K.aft_full_chunk(
-            (state.k, state.v), state.pos, q, k, v, self.pos_bias, impl=self.impl
+            (state.k, state.v), state.pos, q, k, v, self.w, impl=self.impl
         )
         y = within_capacity(y, state.pos, x.shape[1], self.max_len, "AFTFull.prefill/step")
         return AFTCache(cache_k, cache_v, state.pos + x.shape[1]), self.out(y)
@@ -169,7 +220,8 @@ class AFTFull(nn.Module):
 class AFTLocal(nn.Module):
     """AFT-local (eq. 3): the learned bias w[t, t'] only where |t - t'| < window.
 
-    Options: ``window`` = s; ``max_len``: the size of ``pos_bias``; ``impl``.
+    Options: ``window`` = s; ``max_len``: the size of the bias; ``pos_bias_rank``: None
+    (dense w) or r (w = U V^T, as for AFT-full); ``impl``.
     """
 
     d_model: int
@@ -178,28 +230,34 @@ class AFTLocal(nn.Module):
     causal: bool = True
     window: int = 32
     max_len: int = 2048
+    pos_bias_rank: int | None = None
     impl: str = "auto"
 
     def __post_init__(self):
         super().__post_init__()
         _check_impl(self.impl, K.IMPLS)
         _check_max_len(self.max_len)
+        _check_rank(self.pos_bias_rank)
         if self.window < 1:
             raise ValueError(f"window={self.window} must be >= 1")
 
-    # w: SSM rate, no official AFT code to cite (see POSITION_BIAS).
-    PARAM_RULES: ClassVar = {"pos_bias": POSITION_BIAS}
+    def param_rules(self) -> dict:
+        # w (or U, V): SSM rate, no official AFT code to cite (see POSITION_BIAS).
+        return _position_bias_rules(self.pos_bias_rank)
 
     def setup(self):
         self.qkv, self.out = qkv_and_out(self.d_model, self.n_layers)
         # w, read only where |t - t'| < s (eq. 3); zero at init: the layer starts as AFT-simple.
-        self.pos_bias = self.param("pos_bias", nn.initializers.zeros, (self.max_len, self.max_len))
+        self.w = _position_bias(self, self.pos_bias_rank)
 
-    def __call__(self, x, *, train: bool = False):
-        """Eq. 2 with w[t, t'] kept where |t - t'| < s and 0 elsewhere (eq. 3)."""
+    def __call__(self, x, *, train: bool = False, mask=None):
+        """Eq. 2 with w[t, t'] kept where |t - t'| < s and 0 elsewhere (eq. 3).
+
+        ``mask`` ([B, L] bool, True = real token) or None: padded t' are left out.
+        """
         _check_length(self, x.shape[1], "__call__")
         q, k, v = _split_qkv(self.qkv(x))
-        y = K.aft_local(q, k, v, self.pos_bias, self.window, causal=self.causal, impl=self.impl)
+        y = K.aft_local(q, k, v, self.w, self.window, causal=self.causal, mask=mask, impl=self.impl)
         return self.out(y)
 
     def init_state(self, batch_size: int) -> AFTWindow:
@@ -213,7 +271,7 @@ class AFTLocal(nn.Module):
         _check_length(self, x.shape[1], "prefill")
         q, k, v = _split_qkv(self.qkv(x))
         window, y = K.aft_local_chunk(
-            _kernel_window(state), state.pos, q, k, v, self.pos_bias, self.window
+            _kernel_window(state), state.pos, q, k, v, self.w, self.window
         )
         y = within_capacity(y, state.pos, x.shape[1], self.max_len, "AFTLocal.prefill/step")
         return _window_state(window, state.pos + x.shape[1]), self.out(y)
@@ -243,10 +301,13 @@ class AFTSimple(nn.Module):
     def setup(self):
         self.qkv, self.out = qkv_and_out(self.d_model, self.n_layers)
 
-    def __call__(self, x, *, train: bool = False):
-        """Y_t = sigmoid(Q_t) * sum_t' softmax(K)_t' V_t' (eq. 4), t' <= t when causal."""
+    def __call__(self, x, *, train: bool = False, mask=None):
+        """Y_t = sigmoid(Q_t) * sum_t' softmax(K)_t' V_t' (eq. 4), t' <= t when causal.
+
+        ``mask`` ([B, L] bool, True = real token) or None: the softmax runs over real t'.
+        """
         q, k, v = _split_qkv(self.qkv(x))
-        return self.out(K.aft_simple(q, k, v, causal=self.causal, impl=self.impl))
+        return self.out(K.aft_simple(q, k, v, causal=self.causal, mask=mask, impl=self.impl))
 
     def init_state(self, batch_size: int) -> AFTSimpleState:
         require_causal(self, "init_state")
@@ -302,12 +363,24 @@ class AFTConv(nn.Module):
         self.aft_conv_gain = self.param("aft_conv_gain", nn.initializers.zeros, (heads,))
         self.aft_conv_shift = self.param("aft_conv_shift", nn.initializers.zeros, (heads,))
 
-    def __call__(self, x, *, train: bool = False):
-        """Eq. 2 with w[t, t'] = w_i[t - t'] inside the kernel window, 0 outside (eq. 5)."""
+    def __call__(self, x, *, train: bool = False, mask=None):
+        """Eq. 2 with w[t, t'] = w_i[t - t'] inside the kernel window, 0 outside (eq. 5).
+
+        ``mask`` ([B, L] bool, True = real token) or None: padded t' are left out.
+        """
         q, k, v = _split_qkv(self.qkv(x))
         w, gamma, beta = self.aft_conv_kernel, self.aft_conv_gain, self.aft_conv_shift
         y = K.aft_conv(
-            q, k, v, w, self.n_heads, causal=self.causal, gain=gamma, shift=beta, impl=self.impl
+            q,
+            k,
+            v,
+            w,
+            self.n_heads,
+            causal=self.causal,
+            gain=gamma,
+            shift=beta,
+            mask=mask,
+            impl=self.impl,
         )
         return self.out(y)
 

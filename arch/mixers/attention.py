@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import linen as nn
 
+from arch.channel import gpt2_inits
 from arch.protocol import require_causal, step_via_prefill, within_capacity
 from kernels import attention as K
 
@@ -61,9 +62,8 @@ def qkv_and_out(d_model: int, n_layers: int) -> tuple[nn.Dense, nn.Dense]:
     GPT-2 initialisation: N(0, 0.02), the output projection scaled by 1/sqrt(2 * depth)
     because every block adds its output to the residual stream. Call from ``setup``.
     """
-    qkv = nn.Dense(3 * d_model, kernel_init=nn.initializers.normal(0.02))
-    out = nn.Dense(d_model, kernel_init=nn.initializers.normal(0.02 / (2 * n_layers) ** 0.5))
-    return qkv, out
+    w_in, w_out = gpt2_inits(n_layers)
+    return nn.Dense(3 * d_model, kernel_init=w_in), nn.Dense(d_model, kernel_init=w_out)
 
 
 class Attention(nn.Module):
@@ -132,11 +132,12 @@ class Attention(nn.Module):
         # jax.nn.dot_product_attention has no attention-probability dropout: drop the output.
         return self.drop(y, deterministic=not train)
 
-    def __call__(self, x, *, train: bool = False):
+    def __call__(self, x, *, train: bool = False, mask=None):
+        """``mask`` ([B, T] bool, True = real token): padded keys are never attended."""
         length = x.shape[1]
         self._check_length(length, "__call__")
         q, k, v = self._project(x, jnp.arange(length))
-        y = K.attention(q, k, v, causal=self.causal, impl=self.impl)  # (B T heads head_dim)
+        y = K.attention(q, k, v, causal=self.causal, mask=mask, impl=self.impl)  # (B T h dh)
         return self._output(y, train)
 
     def init_state(self, batch_size: int) -> KVCache:

@@ -62,6 +62,17 @@ def uniform_init(bound: float):
     return init
 
 
+def torch_linear_init(scale: float = 1.0):
+    """PyTorch's default Linear weight init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), times
+    ``scale``; Flax kernels are ``[in, out]``, so fan_in is the first axis."""
+
+    def init(key, shape, dtype=jnp.float32):
+        bound = scale / math.sqrt(shape[0])
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
 class Mamba(nn.Module):
     d_model: int
     layer_id: int = 0
@@ -77,9 +88,14 @@ class Mamba(nn.Module):
     bias: bool = False
     impl: str = "auto"
 
-    # state-spaces/mamba excludes A_log and D from weight decay (``_no_weight_decay``);
-    # here they and dt_bias train at train.ssm_lr, the S4 convention.
-    PARAM_RULES: ClassVar = {"A_log": params.SSM, "D": params.SSM, "dt_bias": params.SSM}
+    # state-spaces/mamba mamba_simple.py: A_log and D are ``_no_weight_decay`` and keep
+    # the model's learning rate (no ``_optim`` override); dt_bias is dt_proj.bias there,
+    # which the usual grouping (biases) does not decay either.
+    PARAM_RULES: ClassVar = {
+        "A_log": params.NO_DECAY,
+        "D": params.NO_DECAY,
+        "dt_bias": params.NO_DECAY,
+    }
 
     def __post_init__(self):
         super().__post_init__()
@@ -103,20 +119,23 @@ class Mamba(nn.Module):
 
     def setup(self):
         e, n, r, k = self.d_inner, self.d_state, self.rank, self.d_conv
-        self.in_proj = nn.Dense(2 * e, use_bias=self.bias)
+        # Linear layers keep PyTorch's default init in state-spaces/mamba:
+        # U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform with a = sqrt(5)).
+        self.in_proj = nn.Dense(2 * e, use_bias=self.bias, kernel_init=torch_linear_init())
         bound = 1.0 / math.sqrt(k)  # PyTorch's default Conv1d init (fan_in = d_conv)
         self.conv_weight = self.param("conv_weight", uniform_init(bound), (k, e))
         if self.conv_bias:
             self.conv_bias_ = self.param("conv_bias", uniform_init(bound), (e,))
-        self.x_proj = nn.Dense(r + 2 * n, use_bias=False)
+        self.x_proj = nn.Dense(r + 2 * n, use_bias=False, kernel_init=torch_linear_init())
         self.dt_proj = nn.Dense(e, use_bias=False, kernel_init=uniform_init(r**-0.5))
         self.dt_bias = self.param(
             "dt_bias", dt_bias_init(self.dt_min, self.dt_max, self.dt_init_floor), (e,)
         )
         self.A_log = self.param("A_log", a_log_init, (e, n))
         self.D = self.param("D", nn.initializers.ones, (e,))
-        # Prenorm residual rescale (GPT-2 / MambaLMHeadModel): std / sqrt(n_layers).
-        out_init = nn.initializers.variance_scaling(1.0 / self.n_layers, "fan_in", "normal")
+        # mixer_seq_simple.py _init_weights (rescale_prenorm_residual): out_proj's
+        # PyTorch default init divided by sqrt(n_layer) (one residual branch per layer).
+        out_init = torch_linear_init(1.0 / math.sqrt(self.n_layers))
         self.out_proj = nn.Dense(self.d_model, use_bias=self.bias, kernel_init=out_init)
 
     def _conv(self, conv_state, x):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
@@ -50,15 +51,43 @@ class ShiftState(NamedTuple):
     shift: jnp.ndarray  # [B, d_model] float32: x_{t-1} (ChannelMix's token shift)
 
 
-# mu, w and u: no weight decay, as in RWKV-LM (its configure_optimizers); they train at
-# train.ssm_lr here, where RWKV-LM uses 1x-3x its base rate (a known deviation).
+# RWKV-LM RWKV-v4neo/src/model.py configure_optimizers (layerwise_lr=1, the default;
+# my_pile_stage != 2): time_mix at 1x, time_decay at 2x and time_first at 3x the base
+# learning rate, none of them weight-decayed.
 _TIME_RULES = {
-    "time_decay": params.SSM,
-    "time_first": params.SSM,
-    "time_mix_k": params.SSM,
-    "time_mix_v": params.SSM,
-    "time_mix_r": params.SSM,
+    "time_decay": params.ParamRule(lr_mult=2.0, wd_mult=0.0),
+    "time_first": params.ParamRule(lr_mult=3.0, wd_mult=0.0),
+    "time_mix_k": params.NO_DECAY,
+    "time_mix_v": params.NO_DECAY,
+    "time_mix_r": params.NO_DECAY,
 }
+
+
+def orthogonal(scale: float = 1.0):
+    """RWKV-LM's ``generate_init_weight`` for a Linear layer: orthogonal with gain
+    ``scale * sqrt(out / in)`` when it widens, ``scale`` otherwise (model.py, the
+    ``gain`` computed from the weight's shape). Flax kernels are ``[in, out]``."""
+
+    def init(key, shape, dtype=jnp.float32):
+        fan_in, fan_out = shape[0], shape[-1]
+        gain = math.sqrt(fan_out / fan_in) if fan_out > fan_in else 1.0
+        return nn.initializers.orthogonal(scale * gain)(key, shape, dtype)
+
+    return init
+
+
+def small_embedding(bound: float = 1e-4):
+    """RWKV's "small init embedding": U(-bound, bound) (RWKV paper, section 3.4's
+    small-init embedding; RWKV-LM initialises ``emb.weight`` with bound = its lr_init)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+# RWKV-LM: ``head.weight`` orthogonal with scale 0.5 (gain 0.5 sqrt(vocab / d_model)).
+head_init = orthogonal(0.5)
 
 
 def _shift(last_x, x):
@@ -102,9 +131,10 @@ class RWKVTimeMix(nn.Module):
         self.time_mix_k = self.param("time_mix_k", _const(ramp**r10), (d,))
         self.time_mix_v = self.param("time_mix_v", _const(ramp**r10 + 0.3 * r01), (d,))
         self.time_mix_r = self.param("time_mix_r", _const(ramp ** (0.5 * r10)), (d,))
-        # RWKV-4 zero-initialises key, receptance and output (scale_init = 0).
+        # RWKV-LM generate_init_weight: att.key, att.receptance and att.output start at
+        # zero; att.value is orthogonal (gain 1).
         self.key = nn.Dense(a, use_bias=False, kernel_init=_zeros)
-        self.value = nn.Dense(a, use_bias=False)
+        self.value = nn.Dense(a, use_bias=False, kernel_init=orthogonal())
         self.receptance = nn.Dense(a, use_bias=False, kernel_init=_zeros)
         self.output = nn.Dense(d, use_bias=False, kernel_init=_zeros)
 
@@ -136,14 +166,18 @@ class RWKVChannelMix(nn.Module):
     n_layers: int = 1
     hidden: int | None = None
 
-    PARAM_RULES: ClassVar = {"time_mix_k": params.SSM, "time_mix_r": params.SSM}
+    PARAM_RULES: ClassVar = {"time_mix_k": params.NO_DECAY, "time_mix_r": params.NO_DECAY}
 
     def setup(self):
         _, r10 = _ratios(self.layer_id, self.n_layers)
         ramp = np.arange(self.d_model) / self.d_model
         self.time_mix_k = self.param("time_mix_k", _const(ramp**r10), (self.d_model,))
         self.time_mix_r = self.param("time_mix_r", _const(ramp**r10), (self.d_model,))
-        self.key = nn.Dense(self.hidden or 4 * self.d_model, use_bias=False)
+        # ffn.key orthogonal (gain sqrt(hidden / d_model) = 2); ffn.receptance and
+        # ffn.value start at zero (RWKV-LM generate_init_weight).
+        self.key = nn.Dense(
+            self.hidden or 4 * self.d_model, use_bias=False, kernel_init=orthogonal()
+        )
         self.receptance = nn.Dense(self.d_model, use_bias=False, kernel_init=_zeros)
         self.value = nn.Dense(self.d_model, use_bias=False, kernel_init=_zeros)
 

@@ -7,13 +7,17 @@ Glossary (code -> paper):
 - ``d_model`` = H channels, each its own SSM; ``d_state`` = N; ``x`` (the input) = u;
 - the layer stores N/2 eigenvalues, one of each conjugate pair, and doubles the real
   part of the output (y = 2 Re(C h)): the paper's conjugate symmetry;
-- ``log_dt`` = log Delta, the step size;
+- ``log_dt`` = log Delta, the step size, per channel;
 - ``A_log_re``, ``A_im``: A = -exp(A_log_re) + i A_im, the diagonal state matrix (its
   real part stays negative, so the SSM stays stable whatever the parameters);
-- ``B_re + i B_im`` = B (initialised to 1); ``C_re + i C_im`` = C (initialised CN(0, 1));
+- ``B_re + i B_im`` = B (1 for S4D-Lin and -Inv; S4D-LegS: the NPLR form's B = V^* b,
+  imaginary part clipped to [-2, 2]); ``C_re + i C_im`` = C (initialised CN(0, 1));
   ``D`` = D, the skip D u;
-- ``init_scheme``: A's initialisation, ``"legs"`` = S4D-LegS (the diagonal of S4's
-  HiPPO-LegS in NPLR form), ``"lin"`` = S4D-Lin (A_n = -1/2 + i pi n), ``"inv"`` =
+- ``n_ssm``: A and B are ``[n_ssm, N/2]``, shared by H / n_ssm channels each (dt and C
+  stay per channel);
+- ``init_scheme``: A's initialisation, ``"lin"`` = S4D-Lin (A_n = -1/2 + i pi n; the
+  default, as state-spaces/s4 configs/model/layer/s4d.yaml ``init: diag-lin``),
+  ``"legs"`` = S4D-LegS (the diagonal of S4's HiPPO-LegS in NPLR form), ``"inv"`` =
   S4D-Inv (A_n = -1/2 + i N/pi (N/(2n+1) - 1));
 - ``disc``: ``"zoh"`` dA = exp(Delta A), dB = (exp(Delta A) - 1) / A B, or ``"bilinear"``
   dA = (1 + Delta A/2) / (1 - Delta A/2), dB = Delta B / (1 - Delta A/2) (as S4's eq. 3);
@@ -24,23 +28,30 @@ Glossary (code -> paper):
 
 The parallel form convolves with K by FFT; the recurrent form runs the diagonal
 recurrence on an ``S4State`` of N/2 complex numbers per channel. The output stage
-(GELU, dropout, Dense(2H) -> GLU) and the bidirectional form are S4's.
+(GELU, dropout, Dense(2H) -> GLU), the bidirectional form and its padding ``mask`` are
+S4's.
 """
 
 from __future__ import annotations
-
-from typing import ClassVar
 
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
 from arch import params
-from arch.mixers.s4 import S4State, check_ssm_options, gated_output
+from arch.mixers.s4 import (
+    S4State,
+    apply_mask,
+    check_ssm_options,
+    gated_output,
+    per_channel,
+    shared_init,
+    ssm_param_rules,
+)
 from arch.protocol import require_causal
 from kernels import hippo
 from kernels.linear_scan import linear_scan
-from kernels.ssm_kernels import broadcast_init, fft_conv, log_dt_init, vandermonde
+from kernels.ssm_kernels import fft_conv, log_dt_init, vandermonde
 
 INIT_SCHEMES = ("legs", "lin", "inv")
 DISCRETISATIONS = ("zoh", "bilinear")
@@ -49,9 +60,9 @@ DISCRETISATIONS = ("zoh", "bilinear")
 class S4D(nn.Module):
     """S4D: a diagonal A of N/2 conjugate-pair halves per channel.
 
-    Options: ``d_state`` = N (even), ``init_scheme`` (S4D-LegS, -Lin or -Inv), ``disc``
+    Options: ``d_state`` = N (even), ``init_scheme`` (S4D-Lin, -LegS or -Inv), ``disc``
     (ZOH or bilinear), ``dt_min``/``dt_max`` (Delta's initial range); ``activation``,
-    ``dropout`` and ``causal`` as for S4.
+    ``dropout``, ``causal``, ``n_ssm``, ``dt_lr`` and ``c_lr`` as for S4.
     """
 
     d_model: int
@@ -63,8 +74,11 @@ class S4D(nn.Module):
     dt_max: float = 0.1
     activation: str = "gelu"
     dropout: float = 0.0
-    init_scheme: str = "legs"
+    init_scheme: str = "lin"
     disc: str = "zoh"
+    n_ssm: int | None = None
+    dt_lr: str = "ssm"
+    c_lr: str = "global"
 
     def __post_init__(self):
         super().__post_init__()
@@ -74,23 +88,23 @@ class S4D(nn.Module):
         if self.disc not in DISCRETISATIONS:
             raise ValueError(f"unknown disc {self.disc!r}; valid: zoh, bilinear")
 
-    # state-spaces/s4 (SSKernelDiag; s4d.py for A and dt) registers log_dt, B and A
-    # (inv_A_real, A_imag) with the SSM lr and no weight decay; C trains at the model's rate.
-    PARAM_RULES: ClassVar = dict.fromkeys(
-        ("log_dt", "A_log_re", "A_im", "B_re", "B_im"), params.SSM
-    )
+    def param_rules(self) -> dict[str, params.ParamRule]:
+        # SSMKernelDiag registers A (inv_A_real, A_imag) and B with the SSM lr and no
+        # weight decay; dt and C per ``dt_lr``, ``c_lr``.
+        return ssm_param_rules(self, ("A_log_re", "A_im", "B_re", "B_im"))
 
     def setup(self):
         H, N2 = self.d_model, self.d_state // 2  # N2 = N/2 stored conjugate halves
+        S = self.n_ssm or H
         self.log_dt = self.param("log_dt", log_dt_init(self.dt_min, self.dt_max), (H,))
         self.D = self.param("D", nn.initializers.normal(1.0), (H,))
         self.output_linear = nn.Dense(2 * H)
         self.drop = nn.Dropout(self.dropout)
-        A = hippo.s4d_init(self.init_scheme, N2)  # (N/2)
-        self.A_log_re = self.param("A_log_re", broadcast_init(np.log(-A.real)), (H, N2))
-        self.A_im = self.param("A_im", broadcast_init(A.imag), (H, N2))
-        self.B_re = self.param("B_re", nn.initializers.ones, (H, N2))
-        self.B_im = self.param("B_im", nn.initializers.zeros, (H, N2))
+        A, B = hippo.s4d_init(self.init_scheme, N2)  # (N/2) each
+        self.A_log_re = self.param("A_log_re", shared_init(np.log(-A.real)), (S, N2))
+        self.A_im = self.param("A_im", shared_init(A.imag), (S, N2))
+        self.B_re = self.param("B_re", shared_init(B.real), (S, N2))
+        self.B_im = self.param("B_im", shared_init(B.imag), (S, N2))
         # C ~ CN(0, 1); the backward kernel of the bidirectional layer has its own C.
         dirs = 1 if self.causal else 2
         self.C_re = self.param("C_re", nn.initializers.normal(0.5**0.5), (dirs, H, N2))
@@ -99,16 +113,22 @@ class S4D(nn.Module):
     def discretise(self):
         """(dA, dB), each (H N/2): ZOH or bilinear, elementwise since A is diagonal."""
         dt = jnp.exp(self.log_dt)[:, None]  # (H 1)
-        A = -jnp.exp(self.A_log_re) + 1j * self.A_im  # (H N/2)
-        B = self.B_re + 1j * self.B_im  # (H N/2)
+        A = per_channel(-jnp.exp(self.A_log_re) + 1j * self.A_im, self.d_model)  # (H N/2)
+        B = per_channel(self.B_re + 1j * self.B_im, self.d_model)  # (H N/2)
         dtA = dt * A  # (H N/2)
         if self.disc == "zoh":
             dA = jnp.exp(dtA)  # (H N/2)
             return dA, (dA - 1.0) / A * B
         return (1.0 + dtA / 2) / (1.0 - dtA / 2), dt * B / (1.0 - dtA / 2)
 
-    def __call__(self, x, *, train: bool = False):
-        """y = K * u + D u with the Vandermonde kernel; then the gated output."""
+    def __call__(self, x, *, train: bool = False, mask=None):
+        """y = K * u + D u with the Vandermonde kernel; then the gated output.
+
+        ``mask``: [B, L] bool, True at real tokens, or None: masked positions are zeroed
+        before the convolution, so the bidirectional layer's outputs at real positions do
+        not depend on the padding that follows them.
+        """
+        x = apply_mask(x, mask)
         dA, dB = self.discretise()  # (H N/2) each
         C = self.C_re + 1j * self.C_im  # (dirs H N/2)
         K = 2.0 * vandermonde(C * dB, dA, x.shape[1]).real  # (dirs H L)

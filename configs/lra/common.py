@@ -24,7 +24,14 @@ import ml_collections
 from configs.common import with_arch
 
 # Per task: the S4 table (d_model, d_state, lr, weight decay, batch, epochs, dropout,
-# prenorm), the training-set size, and the task options.
+# prenorm), the training-set size, and the task options. state-spaces/s4
+# configs/experiment/lra/s4-{listops,imdb,aan,cifar,pathfinder,pathx}.yaml (commit
+# e757cef5, composed with hydra): 6 layers, bidirectional, BatchNorm, AdamW (0.9, 0.999),
+# no gradient clipping, cosine schedule with 10% linear warmup. The S4 layer columns:
+# n_ssm (copies of A, B, P shared over the channels; None = one per channel), dt_lr
+# ("global": `lr: {dt: null, A: 0.001, B: 0.001}`, dt at the model's rate without decay;
+# "ssm": the scalar `lr: 0.001`), c_lr ("ssm": that scalar reaches C too, with the
+# model's weight decay) and dt_min (Path-X: 1e-4; None = the layer default 1e-3).
 TASKS = {
     "listops": dict(
         d_model=256,
@@ -36,6 +43,10 @@ TASKS = {
         dropout=0.0,
         prenorm=False,
         n_train=96_000,
+        n_ssm=1,
+        dt_lr="global",
+        c_lr="global",
+        dt_min=None,
         options={},
     ),
     "text": dict(
@@ -48,6 +59,10 @@ TASKS = {
         dropout=0.0,
         prenorm=True,
         n_train=25_000,
+        n_ssm=1,
+        dt_lr="global",
+        c_lr="global",
+        dt_min=None,
         options={"seq_len": 4096},
     ),
     "retrieval": dict(
@@ -60,6 +75,10 @@ TASKS = {
         dropout=0.0,
         prenorm=True,
         n_train=147_086,
+        n_ssm=1,
+        dt_lr="global",
+        c_lr="global",
+        dt_min=None,
         options={"seq_len": 4000},
     ),
     "image": dict(
@@ -72,6 +91,10 @@ TASKS = {
         dropout=0.1,
         prenorm=False,
         n_train=45_000,
+        n_ssm=1,
+        dt_lr="ssm",
+        c_lr="ssm",
+        dt_min=None,
         options={},
     ),
     "pathfinder": dict(
@@ -84,6 +107,10 @@ TASKS = {
         dropout=0.0,
         prenorm=True,
         n_train=160_000,
+        n_ssm=None,
+        dt_lr="ssm",
+        c_lr="ssm",
+        dt_min=None,
         options={"resolution": 32},
     ),
     "pathx": dict(
@@ -96,6 +123,10 @@ TASKS = {
         dropout=0.0,
         prenorm=True,
         n_train=160_000,
+        n_ssm=None,
+        dt_lr="ssm",
+        c_lr="ssm",
+        dt_min=1e-4,
         options={"resolution": 128},
     ),
 }
@@ -123,15 +154,20 @@ def _from_table(value, field: str, hp: dict):
 
 
 def arch_recipe(arch: str, task: str, hp: dict) -> dict:
-    """The architecture's LRA recipe for ``task``, ``FROM_TASK`` values filled in."""
+    """The architecture's LRA recipe for ``task``, ``FROM_TASK`` values filled in.
+
+    A model field whose table value is None (e.g. ``n_ssm`` on Pathfinder) is left at
+    the layer's default.
+    """
     from arch.registry import get
 
     recipe = get(arch).recipe(arch, "lra")
+    model = {k: _from_table(v, k, hp) for k, v in (recipe.get("model") or {}).items()}
     return {
         "lr": _from_table(recipe["lr"], "lr", hp),
         "wd": _from_table(recipe["weight_decay"], "weight_decay", hp),
         "epochs": dict(recipe.get("epochs") or {}).get(task, hp["epochs"]),
-        "model": {k: _from_table(v, k, hp) for k, v in (recipe.get("model") or {}).items()},
+        "model": {k: v for k, v in model.items() if v is not None},
     }
 
 
@@ -150,7 +186,8 @@ def lra_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
     config.model.d_model = hp["d_model"]
     config.model.n_layers = 6
     config.model.dropout = hp["dropout"]
-    config.model.prenorm = hp["prenorm"]
+    # prenorm: the S4 table's per-task value reaches the S4 family through its recipe;
+    # every other architecture keeps its own paper's layout (ArchSpec.prenorm).
     config.model.pooling = "mean"
     config.model.bidirectional = get(arch).bidirectional_ok  # S4 runs LRA bidirectionally
     for key, value in extra["model"].items():
@@ -162,9 +199,10 @@ def lra_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
     config.train.lr = hp["lr"]
     config.train.ssm_lr = 1e-3  # S4/S5: A, B, dt at 1e-3 with no weight decay
     config.train.weight_decay = hp["wd"]
-    config.train.warmup_steps = steps_per_epoch  # one epoch of linear warmup
-    config.train.min_lr_ratio = 0.0
-    config.train.b2 = 0.999
+    config.train.warmup_steps = config.train.steps // 10  # s4-*.yaml: warmup = 10% of steps
+    config.train.min_lr_ratio = 0.0  # transformers' cosine schedule ends at 0
+    config.train.b2 = 0.999  # configs/optimizer/adamw.yaml: betas [0.9, 0.999]
+    config.train.grad_clip = 0.0  # configs/trainer/default.yaml: gradient_clip_val null
     config.train.eval_every = steps_per_epoch
     config.train.checkpoint_every = steps_per_epoch
     config.train.log_every = 100

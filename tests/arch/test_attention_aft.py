@@ -190,3 +190,108 @@ def test_state_sizes_fixed_window_vs_growing_cache():
     assert sizes["aft_full"] == 2 * 2 * MAX_LEN * D + 1
     assert sizes["aft_simple"] == 3 * 2 * D
     assert sizes["aft_local"] == 2 * 2 * (3 - 1) * D + 3 * 2 * D + 1
+
+
+# ------------------------------------------------- factorised position bias (U V^T)
+
+RANK = 3
+LOW_RANK = {
+    "aft_full": lambda **kw: AFTFull(D, max_len=MAX_LEN, **kw),
+    "aft_local": lambda **kw: AFTLocal(D, window=3, max_len=MAX_LEN, **kw),
+}
+
+
+def as_dense(params):
+    """The factorised layer's parameters for the dense layer: pos_bias = U V^T."""
+    inner = dict(params["params"])
+    u, v = inner.pop("pos_bias_u"), inner.pop("pos_bias_v")
+    inner["pos_bias"] = jnp.asarray(np.asarray(u, np.float64) @ np.asarray(v, np.float64).T)
+    return {"params": inner}
+
+
+@pytest.mark.parametrize("name", sorted(LOW_RANK))
+@pytest.mark.parametrize("causal", [True, False])
+def test_factorised_bias_equals_dense_bias_u_vt(name, causal):
+    low = LOW_RANK[name](pos_bias_rank=RANK, causal=causal)
+    dense = LOW_RANK[name](causal=causal)
+    x = jax.random.normal(jax.random.key(3), (2, 7, D))
+    params = random_params(low, x)
+    dense_params = as_dense(params)
+    y = jax.jit(low.apply)(params, x)
+    assert not np.allclose(y, jax.jit(dense.apply)(jax.tree.map(jnp.zeros_like, dense_params), x))
+    np.testing.assert_allclose(y, jax.jit(dense.apply)(dense_params, x), rtol=1e-5, atol=1e-5)
+    if causal:  # the recurrent forms read rows of U V^T (cache: all of V; window: a gather)
+
+        @jax.jit
+        def recurrent(params):
+            y_rec, _ = protocol.recurrent_apply(low, params, x)
+            y_pre, _ = protocol.prefill_then_step(low, params, x, split=3)
+            return y_rec, y_pre
+
+        for y_other in recurrent(params):
+            np.testing.assert_allclose(y_other, y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(LOW_RANK))
+def test_factorised_bias_parameters_rules_and_init(name):
+    x = jnp.zeros((1, 2, D))
+    count = lambda m: {  # noqa: E731
+        k: a.shape
+        for k, a in jax.eval_shape(m.init, jax.random.key(0), x)["params"].items()
+        if not isinstance(a, dict)
+    }
+    low, dense = LOW_RANK[name](pos_bias_rank=RANK), LOW_RANK[name]()
+    assert count(dense) == {"pos_bias": (MAX_LEN, MAX_LEN)}
+    assert count(low) == {"pos_bias_u": (MAX_LEN, RANK), "pos_bias_v": (MAX_LEN, RANK)}
+    assert P.declared_rules(low) == {"pos_bias_u": P.SSM, "pos_bias_v": P.SSM}
+    # Init: U = 0 so w = U V^T = 0 (the layer starts as AFT-simple, like the dense one),
+    # V random so that U gets a gradient from the first step.
+    x = jax.random.normal(jax.random.key(1), (1, 5, D))
+    params = low.init(jax.random.key(0), x)
+    u, v = params["params"]["pos_bias_u"], params["params"]["pos_bias_v"]
+    assert np.all(u == 0) and np.all(v != 0)
+    np.testing.assert_allclose(np.std(v), RANK**-0.5, rtol=0.3)
+    grads = jax.grad(lambda p: jnp.sum(low.apply(p, x) ** 2))(params)["params"]
+    assert np.any(grads["pos_bias_u"] != 0)
+    with pytest.raises(ValueError, match="pos_bias_rank=0"):
+        LOW_RANK[name](pos_bias_rank=0)
+
+
+# ----------------------------------------------------------------- padding mask
+
+PADDED = {
+    **{n: MIXERS[n] for n in ["aft_full", "aft_local", "aft_simple", "aft_conv"]},
+    "aft_full_low_rank": lambda **kw: AFTFull(D, max_len=MAX_LEN, pos_bias_rank=RANK, **kw),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PADDED))
+def test_bidirectional_outputs_do_not_depend_on_the_padding(name):
+    # Example 0 has 6 real tokens, example 1 has 3; padded to 8 and to 12, with different
+    # random pad vectors. Outputs at real positions must agree; pad rows stay finite.
+    module = PADDED[name](causal=False)
+    lengths = np.array([6, 3])
+    real = jax.random.normal(jax.random.key(0), (2, 6, D))
+    params = random_params(module, real)
+    apply = jax.jit(lambda p, x, mask: module.apply(p, x, mask=mask))
+
+    def padded(total, seed):
+        pads = 3.0 * jax.random.normal(jax.random.key(seed), (2, total, D))
+        mask = np.arange(total)[None, :] < lengths[:, None]
+        x = jnp.where(mask[..., None], jnp.pad(real, ((0, 0), (0, total - 6), (0, 0))), pads)
+        return apply(params, x, jnp.asarray(mask)), mask
+
+    y8, mask8 = padded(8, 1)
+    y12, _ = padded(12, 2)
+    assert np.all(np.isfinite(y8)) and np.all(np.isfinite(y12))
+    for b, n in enumerate(lengths):
+        np.testing.assert_allclose(y8[b, :n], y12[b, :n], rtol=1e-5, atol=1e-5)
+    # ... and equal the unpadded example run alone
+    alone = apply(params, real[1:, :3], None)
+    np.testing.assert_allclose(y8[1, :3], alone[0], rtol=1e-5, atol=1e-5)
+    # without the mask the padding does reach the real positions (the test is not vacuous)
+    x8 = jnp.where(mask8[..., None], jnp.pad(real, ((0, 0), (0, 2), (0, 0))), 1.0)
+    assert not np.allclose(apply(params, x8, None)[0, :6], y8[0, :6], atol=1e-5)
+    # an all-padding example: no real key anywhere, still finite
+    y_none = apply(params, x8, jnp.zeros((2, 8), bool))
+    assert np.all(np.isfinite(y_none))

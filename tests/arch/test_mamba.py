@@ -42,9 +42,32 @@ def test_ssm_params_declare_their_rules():
     model = arch.build("mamba", vocab_size=11, d_model=16, n_layers=1)
     rules = arch.param_rules(model, jnp.zeros((1, 3), jnp.int32))
     mixer = rules["backbone"]["blocks_0"]["mixer"]
-    assert mixer["A_log"] == mixer["D"] == mixer["dt_bias"] == P.SSM
+    # state-spaces/mamba: A_log and D are _no_weight_decay at the model's rate; dt_bias
+    # (dt_proj.bias there) is a bias, not decayed.
+    assert mixer["A_log"] == mixer["D"] == mixer["dt_bias"] == P.NO_DECAY
     assert mixer["in_proj"]["kernel"] == P.DEFAULT
     assert rules["backbone"]["embedding"]["embedding"] == P.NO_DECAY
+
+
+def test_linear_inits_follow_the_official_code():
+    """PyTorch's default Linear init U(+-1/sqrt(fan_in)); out_proj divided by sqrt(n_layer)
+    (state-spaces/mamba mixer_seq_simple.py _init_weights, rescale_prenorm_residual)."""
+    d, n_layers = 64, 4
+    model = arch.build("mamba", vocab_size=11, d_model=d, n_layers=n_layers)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 3), jnp.int32))["params"]
+    mixer = params["backbone"]["blocks_1"]["mixer"]
+    for name, fan_in, scale in (
+        ("in_proj", d, 1.0),
+        ("x_proj", 2 * d, 1.0),
+        ("out_proj", 2 * d, n_layers**-0.5),
+    ):
+        w = np.asarray(mixer[name]["kernel"])
+        bound = scale / np.sqrt(fan_in)
+        assert np.abs(w).max() <= bound
+        # uniform on [-b, b]: std b / sqrt(3) (several thousand draws: within 5%)
+        np.testing.assert_allclose(w.std(), bound / np.sqrt(3), rtol=0.05, err_msg=name)
+    emb = np.asarray(params["backbone"]["embedding"]["embedding"])
+    np.testing.assert_allclose(emb.std(), 0.02, rtol=0.1)
 
 
 def test_bad_options():

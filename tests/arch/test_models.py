@@ -167,3 +167,23 @@ def test_step_on_a_bidirectional_model_is_refused():
     params = model.init(jax.random.key(0), x)
     with pytest.raises(protocol.NotCausalError, match="bidirectional"):
         backbone.apply({"params": params["params"]["backbone"]}, 1, method="init_state")
+
+
+@pytest.mark.parametrize("channel", ["mlp", "glu"])
+def test_transformer_block_halves_start_at_one_scale(channel):
+    """Attention and its channel mixer both use the GPT-2 init: N(0, 0.02) in, the output
+    projection scaled by 1/sqrt(2 n_layers)."""
+    n_layers = 3
+    model = arch.build(
+        "transformer", vocab_size=VOCAB, d_model=64, n_layers=n_layers, channel=channel
+    )
+    params = model.init(jax.random.key(0), tokens(1, 4))["params"]["backbone"]["blocks_0"]
+    out_std = 0.02 / np.sqrt(2 * n_layers)
+    mixer, mlp = params["mixer"], params["channel_mixer"]
+    for name, w, std in (
+        ("qkv", mixer["qkv"]["kernel"], 0.02),
+        ("out", mixer["out"]["kernel"], out_std),
+        ("up", mlp["up"]["kernel"], 0.02),
+        ("down", mlp["down"]["kernel"], out_std),
+    ):
+        np.testing.assert_allclose(np.std(w), std, rtol=0.1, err_msg=name)

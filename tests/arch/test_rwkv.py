@@ -57,10 +57,42 @@ def test_published_initialisation():
 def test_ssm_params_declare_their_rules():
     model = arch.build("rwkv", vocab_size=11, d_model=8, n_layers=1)
     block = arch.param_rules(model, jnp.zeros((1, 3), jnp.int32))["backbone"]["blocks_0"]
-    for name in ("time_decay", "time_first", "time_mix_k", "time_mix_v", "time_mix_r"):
-        assert block["mixer"][name] == P.SSM
-    assert block["channel_mixer"]["time_mix_r"] == P.SSM
+    # RWKV-LM configure_optimizers: time_mix 1x, time_decay 2x, time_first 3x, no decay.
+    assert block["mixer"]["time_decay"] == P.ParamRule(lr_mult=2.0, wd_mult=0.0)
+    assert block["mixer"]["time_first"] == P.ParamRule(lr_mult=3.0, wd_mult=0.0)
+    for name in ("time_mix_k", "time_mix_v", "time_mix_r"):
+        assert block["mixer"][name] == P.NO_DECAY
+    assert block["channel_mixer"]["time_mix_r"] == P.NO_DECAY
     assert block["mixer"]["key"]["kernel"] == P.DEFAULT
+
+
+def test_inits_follow_rwkv_lm():
+    """RWKV-LM generate_init_weight: zero key/receptance/output (att) and
+    receptance/value (ffn); orthogonal value (gain 1), ffn key (gain 2) and head
+    (gain 0.5 sqrt(vocab / d)); embedding U(+-1e-4)."""
+    d, vocab = 16, 64
+    model = arch.build("rwkv", vocab_size=vocab, d_model=d, n_layers=2)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 3), jnp.int32))["params"]
+    block = params["backbone"]["blocks_1"]
+    for module, name in (
+        ("mixer", "key"),
+        ("mixer", "receptance"),
+        ("mixer", "output"),
+        ("channel_mixer", "receptance"),
+        ("channel_mixer", "value"),
+    ):
+        assert not np.asarray(block[module][name]["kernel"]).any(), (module, name)
+
+    def check_orthogonal(w, gain):  # [in, out]: the rows (or columns) are orthonormal * gain
+        w = np.asarray(w, np.float64) / gain
+        small = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+        np.testing.assert_allclose(small, np.eye(len(small)), atol=1e-5)
+
+    check_orthogonal(block["mixer"]["value"]["kernel"], 1.0)
+    check_orthogonal(block["channel_mixer"]["key"]["kernel"], 2.0)
+    check_orthogonal(params["head"]["kernel"], 0.5 * np.sqrt(vocab / d))
+    emb = np.asarray(params["backbone"]["embedding"]["embedding"])
+    assert 0 < np.abs(emb).max() <= 1e-4
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ def test_four_devices_follow_the_one_device_trajectory(tmp_path):
         **os.environ,
         "PYTHONPATH": path,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4",
     }
     proc = subprocess.run(
         [sys.executable, "-c", DRIVER, str(tmp_path)],

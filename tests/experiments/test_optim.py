@@ -116,9 +116,14 @@ def _leaf_rules(name):
     return {P.path_string(path): rule for path, rule in flat[0]}
 
 
-# Published SSM / decay parameters that must get the SSM learning rate and no decay.
-MUST_BE_SSM = {"mamba": ("A_log", "D"), "rwkv": ("time_decay", "time_first", "time_mix")}
-HAS_SSM = ("mamba", "rwkv", "s4", "s4d")
+# Published SSM parameters that must get the SSM learning rate and no decay
+# (state-spaces/s4's A, B, P, dt); RWKV's and Mamba's decays are never decayed.
+MUST_BE_SSM = {"s4": ("Lambda", "P_", "B_"), "s4d": ("A_", "B_")}
+NEVER_DECAYED = {
+    "mamba": ("A_log", "D", "dt_bias"),
+    "rwkv": ("time_decay", "time_first", "time_mix"),
+}
+HAS_SSM = ("s4", "s4d")
 
 
 @pytest.mark.parametrize("name", sorted(arch.ARCHS))
@@ -134,6 +139,9 @@ def test_every_registered_arch_declares_its_rules(name):
     for prefix in MUST_BE_SSM.get(name, ()):
         hits = [p for p in rules if p.rsplit("/", 1)[-1].startswith(prefix)]
         assert hits and all(rules[p] == P.SSM for p in hits), (name, prefix, hits)
+    for prefix in NEVER_DECAYED.get(name, ()):
+        hits = [p for p in rules if p.rsplit("/", 1)[-1].startswith(prefix)]
+        assert hits and all(rules[p].wd_mult == 0 for p in hits), (name, prefix, hits)
     if name in HAS_SSM:
         assert ssm_leaves, f"{name} declares no SSM parameters"
     if name == "transformer":
@@ -162,10 +170,10 @@ def test_config_multipliers_refine_the_declared_rules():
         wd_mults=[(".*/in_proj/kernel", 0.0)],
     )
     m0, m1 = (rules["backbone"][f"blocks_{i}"]["mixer"] for i in (0, 1))
-    assert m0["A_log"] == P.SSM._replace(lr_mult=0.1)  # the second pattern
-    assert m1["A_log"] == P.SSM._replace(lr_mult=0.5)  # the first match wins
+    assert m0["A_log"] == P.NO_DECAY._replace(lr_mult=0.1)  # the second pattern
+    assert m1["A_log"] == P.NO_DECAY._replace(lr_mult=0.5)  # the first match wins
     assert m0["in_proj"]["kernel"] == P.DEFAULT._replace(wd_mult=0.0)
-    assert m0["D"] == P.SSM
+    assert m0["D"] == P.NO_DECAY
     with pytest.raises(ValueError, match="regex, multiplier"):
         arch.param_rules(model, jnp.zeros((1, 4), jnp.int32), lr_mults=[("(", 1.0)])
 
@@ -184,7 +192,7 @@ def test_zero_gradients_decay_only_default_leaves_of_mamba():
         seen.add(rule)
         factor = 1 - LR * WD if rule == P.DEFAULT else 1.0
         np.testing.assert_allclose(q, np.asarray(p) * factor, rtol=1e-6, err_msg=str(rule))
-    assert seen == {P.DEFAULT, P.NO_DECAY, P.SSM}
+    assert seen == {P.DEFAULT, P.NO_DECAY}
 
 
 def test_lr_multiplier_reaches_the_update():

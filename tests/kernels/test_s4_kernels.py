@@ -34,13 +34,33 @@ def dense_bilinear(lam, p, q, b, dt):
 
 
 def test_nplr_reconstructs_hippo_legs():
-    a, _ = hippo.legs(8)
-    lam, p, b, v = hippo.nplr_legs(8)
-    np.testing.assert_allclose(v @ v.conj().T, np.eye(8), atol=1e-12)  # unitary
-    rebuilt = v @ (np.diag(lam) - np.outer(p, p.conj())) @ v.conj().T
+    """N/2 kept eigenvalues (negative imaginary part, as state-spaces/s4) and the
+    conjugate half implied: [V, conj V] diagonalises A + p p^T unitarily."""
+    a, b_full = hippo.legs(8)
+    lam, p, b, v = hippo.nplr_legs(8, b_clip=None)
+    assert lam.shape == p.shape == b.shape == (4,) and v.shape == (8, 4)
+    assert (lam.imag < 0).all() and (np.diff(lam.imag) > 0).all()
+    v_full = np.concatenate([v, v.conj()], axis=1)
+    np.testing.assert_allclose(v_full @ v_full.conj().T, np.eye(8), atol=1e-12)  # unitary
+    both = lambda x: np.concatenate([x, x.conj()])  # noqa: E731
+    rebuilt = v_full @ (np.diag(both(lam)) - np.outer(both(p), both(p).conj())) @ v_full.conj().T
     np.testing.assert_allclose(rebuilt, a, atol=1e-10)
-    np.testing.assert_allclose(v @ b, hippo.legs(8)[1], atol=1e-10)
+    np.testing.assert_allclose(2 * (v @ b).real, b_full, atol=1e-10)
     np.testing.assert_allclose(lam.real, -0.5, atol=1e-12)
+
+
+def test_nplr_clips_only_the_imaginary_part_of_b():
+    """B_clip=2 (state-spaces/s4 hippo.py:274-275): Im(B) clamped to [-2, 2], Re(B) kept."""
+    lam, p, b, _ = hippo.nplr_legs(64)
+    lam0, p0, b0, _ = hippo.nplr_legs(64, b_clip=None)
+    assert np.abs(b0.imag).max() > 2  # the clip is active at this size
+    assert np.abs(b.imag).max() <= 2.0
+    small = np.abs(b0.imag) <= 2
+    np.testing.assert_array_equal(b.imag[small], b0.imag[small])
+    np.testing.assert_array_equal(b.imag[~small], 2.0 * np.sign(b0.imag[~small]))
+    np.testing.assert_array_equal(b.real, b0.real)
+    np.testing.assert_array_equal(lam, lam0)
+    np.testing.assert_array_equal(p, p0)
 
 
 def test_bilinear_dplr_equals_dense_inverse():
@@ -55,6 +75,41 @@ def test_bilinear_dplr_equals_dense_inverse():
         want_a, want_b = dense_bilinear(*(x[i] for x in system), np.exp(log_dt[i]))
         np.testing.assert_allclose(d_a[i], want_a, atol=1e-12)
         np.testing.assert_allclose(disc.dB[i], want_b, atol=1e-12)
+
+
+def test_conj_pairs_dplr_is_the_stored_half_of_the_full_system():
+    """``conj_pairs=True`` on the stored half equals the full system's [x, conj x]
+    computation, for dA h, dB and the dense dA."""
+    rng = np.random.default_rng(11)
+    h, n, batch = 2, 3, 2
+    system = random_dplr(rng, h, n)
+    log_dt = np.log([0.1, 0.7])
+    both = lambda x: np.concatenate([x, x.conj()], axis=-1)  # noqa: E731
+    half = ssm_kernels.bilinear_dplr(*(jnp.asarray(x) for x in (*system, log_dt)), conj_pairs=True)
+    full = ssm_kernels.bilinear_dplr(*(jnp.asarray(both(x)) for x in system), jnp.asarray(log_dt))
+    state = complex_normal(rng, (batch, h, n))
+    np.testing.assert_allclose(half.dB, full.dB[:, :n], atol=1e-12)
+    np.testing.assert_allclose(
+        half.dA(jnp.asarray(state)), full.dA(jnp.asarray(both(state)))[..., :n], atol=1e-12
+    )
+    np.testing.assert_allclose(half.dense_dA(), full.dense_dA(), atol=1e-12)
+
+
+def test_times_inverse_one_minus_equals_solve():
+    """The doubling product against NumPy's solve, and its documented truncation."""
+    rng = np.random.default_rng(4)
+    m = complex_normal(rng, (2, 5, 5))
+    m *= 0.9 / np.abs(np.linalg.eigvals(m)).max(-1)[:, None, None]  # rho(M) = 0.9
+    v = complex_normal(rng, (3, 2, 5))
+    want = np.stack([np.linalg.solve((np.eye(5) - m[i]).T, v[:, i].T).T for i in range(2)], 1)
+    got = ssm_kernels.times_inverse_one_minus(jnp.asarray(v), jnp.asarray(m), squarings=10)
+    np.testing.assert_allclose(got, want, atol=1e-9 * np.abs(want).max())
+    # Two squarings: exactly v (I - M)^-1 (I - M^8).
+    got = ssm_kernels.times_inverse_one_minus(jnp.asarray(v), jnp.asarray(m), squarings=2)
+    m8 = np.linalg.matrix_power(m, 8)
+    np.testing.assert_allclose(
+        got, want - np.einsum("khn,hnm->khm", want, m8), atol=1e-9 * np.abs(want).max()
+    )
 
 
 def test_structured_dplr_step_equals_dense_step():
@@ -84,6 +139,11 @@ def test_cauchy_and_vandermonde_equal_direct_sums():
     want_v = np.einsum("khn,hnl->khl", v, x[..., None] ** np.arange(length))
     np.testing.assert_allclose(got_c, want_c, atol=1e-12)
     np.testing.assert_allclose(got_v, want_v, atol=1e-12)
+    # Conjugate pairs: the sum over [lam, conj lam] with [v, conj v].
+    got_s = ssm_kernels.cauchy(jnp.asarray(v), jnp.asarray(z), jnp.asarray(lam), conj_pairs=True)
+    v_f, lam_f = (np.concatenate([a, a.conj()], axis=-1) for a in (v, lam))
+    want_s = np.einsum("khn,hnl->khl", v_f, 1 / (z[:, None, :] - lam_f[:, :, None]))
+    np.testing.assert_allclose(np.asarray(got_s), want_s, atol=1e-12)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
