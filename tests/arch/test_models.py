@@ -27,12 +27,14 @@ def test_lm_parallel_equals_recurrent_and_prefill(name, length):
     model = tiny(name)
     x = tokens(2, length)
     params = model.init(jax.random.key(1), x)
-    y = model.apply(params, x)
+    # Jitted: eager op-by-op dispatch of the three forms costs more than compiling them.
+    y = jax.jit(model.apply)(params, x)
     assert y.shape == (2, length, VOCAB)
-    y_rec, _ = protocol.recurrent_apply(model, params, x)
+    y_rec, _ = jax.jit(lambda p, x: protocol.recurrent_apply(model, p, x))(params, x)
     tol = TOL.get(name, 1e-5)
     np.testing.assert_allclose(y_rec, y, atol=tol, rtol=tol)
-    y_pre, _ = protocol.prefill_then_step(model, params, x, split=(length + 1) // 2)
+    split = (length + 1) // 2
+    y_pre, _ = jax.jit(lambda p, x: protocol.prefill_then_step(model, p, x, split))(params, x)
     np.testing.assert_allclose(y_pre, y, atol=tol, rtol=tol)
 
 

@@ -21,7 +21,7 @@ def test_tiny_recall_is_learned(arch_name, tmp_path):
     config.task.options.num_kv_pairs = 1
     config.model.d_model = 32
     config.train.steps = 300
-    config.train.batch_size = 32
+    config.train.batch_size = 16
     config.train.lr = 3e-3
     config.train.warmup_steps = 30
     config.train.eval_every = 300
