@@ -7,6 +7,7 @@ import os
 import pytest
 
 import arch
+from experiments import lra_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(
@@ -75,3 +76,14 @@ def test_lra_other_archs_keep_their_own_block_layout(name):
         n_classes=2,
     )
     assert model.backbone.prenorm is True
+
+
+@pytest.mark.parametrize("index, task", list(enumerate(lra_table.TASKS)))
+def test_lra_config_docstrings_carry_the_published_numbers(index, task):
+    """Each task file's docstring states the published rows it targets, in sync with the
+    table that `run.py table lra` prints."""
+    doc = load(os.path.join(ROOT, "configs", "lra", f"{task}.py")).__doc__
+    assert "python run.py train --config configs/lra/" in doc
+    for row in ("S4 (latest)", "S4D-LegS", "RWKV", "Transformer"):
+        value = lra_table.PUBLISHED[row][0][index]
+        assert f"{row} {'fail' if value is None else f'{value:.2f}'}" in doc, (task, row)
