@@ -115,11 +115,6 @@ def ssm_param_rules(layer: nn.Module, ssm_names) -> dict[str, params.ParamRule]:
     return rules
 
 
-def shared_init(values):
-    """``values`` ([N/2]) for each of the ``[n_ssm, N/2]`` copies of an SSM parameter."""
-    return broadcast_init(values)
-
-
 def per_channel(x, d_model: int):
     """``[n_ssm, ...]`` -> ``[H, ...]``: channel h uses copy h mod n_ssm (state-spaces/s4
     ssm.py ``_get_params``: ``repeat(x, 't n -> (v t) n')``)."""
@@ -196,12 +191,14 @@ class S4(nn.Module):
         self.drop = nn.Dropout(self.dropout)
         # HiPPO-LegS = V (Lambda - P P^*) V^* (Theorem 1); A, P and B in the eigenbasis V.
         Lambda, P, B, _ = hippo.nplr_legs(self.d_state)  # (N/2) each
-        self.Lambda_log_re = self.param("Lambda_log_re", shared_init(np.log(-Lambda.real)), (S, N2))
-        self.Lambda_im = self.param("Lambda_im", shared_init(Lambda.imag), (S, N2))
-        self.P_re = self.param("P_re", shared_init(P.real), (S, N2))
-        self.P_im = self.param("P_im", shared_init(P.imag), (S, N2))
-        self.B_re = self.param("B_re", shared_init(B.real), (S, N2))
-        self.B_im = self.param("B_im", shared_init(B.imag), (S, N2))
+        self.Lambda_log_re = self.param(
+            "Lambda_log_re", broadcast_init(np.log(-Lambda.real)), (S, N2)
+        )
+        self.Lambda_im = self.param("Lambda_im", broadcast_init(Lambda.imag), (S, N2))
+        self.P_re = self.param("P_re", broadcast_init(P.real), (S, N2))
+        self.P_im = self.param("P_im", broadcast_init(P.imag), (S, N2))
+        self.B_re = self.param("B_re", broadcast_init(B.real), (S, N2))
+        self.B_im = self.param("B_im", broadcast_init(B.imag), (S, N2))
         # C ~ CN(0, 1) (ssm.py:182), stored as C~ = C (I - dA^L) for the init-time dA: the
         # first forward pass of state-spaces/s4 converts it so (ssm.py:683-709). A second C
         # for the backward kernel when bidirectional. Both parts come from one draw.

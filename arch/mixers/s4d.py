@@ -45,13 +45,12 @@ from arch.mixers.s4 import (
     check_ssm_options,
     gated_output,
     per_channel,
-    shared_init,
     ssm_param_rules,
 )
 from arch.protocol import require_causal
 from kernels import hippo
 from kernels.linear_scan import linear_scan
-from kernels.ssm_kernels import fft_conv, log_dt_init, vandermonde
+from kernels.ssm_kernels import broadcast_init, fft_conv, log_dt_init, vandermonde
 
 INIT_SCHEMES = ("legs", "lin", "inv")
 DISCRETISATIONS = ("zoh", "bilinear")
@@ -101,10 +100,10 @@ class S4D(nn.Module):
         self.output_linear = nn.Dense(2 * H)
         self.drop = nn.Dropout(self.dropout)
         A, B = hippo.s4d_init(self.init_scheme, N2)  # (N/2) each
-        self.A_log_re = self.param("A_log_re", shared_init(np.log(-A.real)), (S, N2))
-        self.A_im = self.param("A_im", shared_init(A.imag), (S, N2))
-        self.B_re = self.param("B_re", shared_init(B.real), (S, N2))
-        self.B_im = self.param("B_im", shared_init(B.imag), (S, N2))
+        self.A_log_re = self.param("A_log_re", broadcast_init(np.log(-A.real)), (S, N2))
+        self.A_im = self.param("A_im", broadcast_init(A.imag), (S, N2))
+        self.B_re = self.param("B_re", broadcast_init(B.real), (S, N2))
+        self.B_im = self.param("B_im", broadcast_init(B.imag), (S, N2))
         # C ~ CN(0, 1); the backward kernel of the bidirectional layer has its own C.
         dirs = 1 if self.causal else 2
         self.C_re = self.param("C_re", nn.initializers.normal(0.5**0.5), (dirs, H, N2))
