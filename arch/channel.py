@@ -39,20 +39,33 @@ class PositionWise(nn.Module):
 
 
 class MLP(PositionWise):
-    """Dense -> GELU -> Dense (the Transformer feed-forward, Vaswani et al. 2017 eq. 2)."""
+    """Dense -> GELU -> Dense (the Transformer feed-forward, Vaswani et al. 2017 eq. 2).
+
+    ``weight_init``: "gpt2" (``gpt2_inits``) or "xavier" (Xavier-uniform kernels, the LRA
+    Transformer's ``MlpBlock``); ``dropout``: on the hidden activations (LRA's
+    ``MlpBlock`` drops after the GELU; the block drops the output).
+    """
 
     d_model: int
     layer_id: int = 0
     n_layers: int = 1
     expand: int = 4
+    weight_init: str = "gpt2"
+    dropout: float = 0.0
 
     def setup(self):
-        w_in, w_out = gpt2_inits(self.n_layers)
+        if self.weight_init not in ("gpt2", "xavier"):
+            raise ValueError(f"unknown MLP weight_init {self.weight_init!r}; valid: gpt2, xavier")
+        if self.weight_init == "xavier":
+            w_in = w_out = nn.initializers.xavier_uniform()
+        else:
+            w_in, w_out = gpt2_inits(self.n_layers)
         self.up = nn.Dense(self.expand * self.d_model, kernel_init=w_in)
         self.down = nn.Dense(self.d_model, kernel_init=w_out)
+        self.drop = nn.Dropout(self.dropout)
 
     def __call__(self, x, *, train: bool = False):
-        return self.down(nn.gelu(self.up(x)))
+        return self.down(self.drop(nn.gelu(self.up(x)), deterministic=not train))
 
 
 class GLU(PositionWise):

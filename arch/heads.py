@@ -16,7 +16,8 @@ def pool(h, mask, how: str):
     """Pool ``h: [B, L, D]`` over valid positions (``mask: [B, L]``, 1 = real token).
 
     mean: average of the valid positions; last: the last valid position (what a
-    causal model has read everything by); cls: position 0 (the task puts a CLS there).
+    causal model has read everything by); cls: position 0 (the backbone's CLS vector
+    with ``cls_token=True``, or a CLS token the task put there).
     """
     if how not in POOLINGS:
         raise ValueError(f"unknown pooling {how!r}; valid: {', '.join(POOLINGS)}")
@@ -65,37 +66,60 @@ class LanguageModel(nn.Module):
         return state, self._logits(h)
 
 
+def _encode(backbone: Backbone, inputs, mask, pooling: str, train: bool):
+    h = backbone(inputs, train=train, mask=mask)
+    return pool(h, backbone.with_cls(mask), pooling)
+
+
 class Classifier(nn.Module):
-    """Pool the backbone's hidden states over valid positions, then a linear layer."""
+    """Pool the backbone's hidden states over valid positions, then the head.
+
+    ``head_mlp=None``: one linear layer; ``head_mlp=m``: Dense(m) -> ReLU -> Dense
+    (the LRA code's ``classifier_head``).
+    """
 
     backbone: Backbone
     n_classes: int
     pooling: str = "mean"
+    head_mlp: int | None = None
 
     def setup(self):
+        if self.head_mlp:
+            self.hidden = nn.Dense(self.head_mlp)
         self.head = nn.Dense(self.n_classes)
 
     def __call__(self, inputs, mask=None, *, train: bool = False):
-        h = self.backbone(inputs, train=train, mask=mask)
-        return self.head(pool(h, mask, self.pooling))
+        x = _encode(self.backbone, inputs, mask, self.pooling, train)
+        return self.head(nn.relu(self.hidden(x)) if self.head_mlp else x)
 
 
 class DualEncoder(nn.Module):
-    """Two documents through one shared encoder, combined as [u, v, u*v, u-v] (LRA AAN)."""
+    """Two documents through one shared encoder, combined as [u, v, u*v, u-v] (LRA AAN).
+
+    ``head_mlp=None``: Dense(d_model) -> GELU -> Dense; ``head_mlp=m``: Dense(m) ->
+    ReLU -> Dense(m/2) -> ReLU -> Dense (the LRA code's ``classifier_head_dual``).
+    """
 
     backbone: Backbone
     n_classes: int
     pooling: str = "mean"
+    head_mlp: int | None = None
 
     def setup(self):
-        self.hidden = nn.Dense(self.backbone.d_model)
+        if self.head_mlp:
+            self.hidden = nn.Dense(self.head_mlp)
+            self.hidden2 = nn.Dense(max(self.head_mlp // 2, 1))
+        else:
+            self.hidden = nn.Dense(self.backbone.d_model)
         self.head = nn.Dense(self.n_classes)
 
     def encode(self, inputs, mask=None, *, train: bool = False):
-        return pool(self.backbone(inputs, train=train, mask=mask), mask, self.pooling)
+        return _encode(self.backbone, inputs, mask, self.pooling, train)
 
     def __call__(self, inputs1, inputs2, mask1=None, mask2=None, *, train: bool = False):
         u = self.encode(inputs1, mask1, train=train)
         v = self.encode(inputs2, mask2, train=train)
         features = jnp.concatenate([u, v, u * v, u - v], axis=-1)
+        if self.head_mlp:
+            return self.head(nn.relu(self.hidden2(nn.relu(self.hidden(features)))))
         return self.head(nn.gelu(self.hidden(features)))

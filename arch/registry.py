@@ -21,6 +21,7 @@ from typing import Any
 
 from flax import linen as nn
 
+from arch import lra_recipes
 from arch.backbone import Backbone
 from arch.channel import GLU, MLP
 from arch.heads import POOLINGS, Classifier, DualEncoder, LanguageModel
@@ -54,9 +55,17 @@ FROM_TASK = _FromTask()
 # The fields a recipe of each task family may set; the required ones must be set.
 RECIPE_FIELDS: dict[str, dict[str, bool]] = {
     # configs/lra/common.py: lr and weight_decay are required; epochs ({task: n}), model
-    # (mixer options) and published (the row of experiments/lra_table.PUBLISHED that
-    # `run.py table lra` prints beside ours) are optional.
-    "lra": {"lr": True, "weight_decay": True, "epochs": False, "model": False, "published": False},
+    # (mixer options), published (the row of experiments/lra_table.PUBLISHED that
+    # `run.py table lra` prints beside ours) and tasks (per task, a whole recipe of its
+    # own: {task: {"model": ..., "train": ..., "task": ...}}, set last) are optional.
+    "lra": {
+        "lr": True,
+        "weight_decay": True,
+        "epochs": False,
+        "model": False,
+        "published": False,
+        "tasks": False,
+    },
 }
 
 
@@ -113,6 +122,13 @@ class ArchSpec:
                 f"{', '.join(sorted(lacking))} (d_model: int; layer_id: int = 0; "
                 "n_layers: int = 1), which every block passes to its mixer"
             )
+        shadowed = field_names(self.mixer) & {"init", "apply", "setup", "bind", "param"}
+        if shadowed:
+            raise TypeError(
+                f"ArchSpec {name!r}: {self.mixer.__name__} has a field named "
+                f"{', '.join(sorted(shadowed))}, which hides flax's Module method of that "
+                "name; rename the field (e.g. weight_init)"
+            )
         if (
             self.bidirectional_ok
             and "mask" not in inspect.signature(self.mixer.__call__).parameters
@@ -156,10 +172,10 @@ class ArchSpec:
 # LRA recipes (docs/fidelity.md has every field beside the official value). S4 and S4D:
 # state-spaces/s4 configs/experiment/lra/s4-*.yaml, per task (the task table in
 # configs/lra/common.py). RWKV: lr 4e-3 of the public RWKV LRA fork (ListOps, 50 epochs;
-# the other tasks reuse its lr on the S4 layout, our choice). Transformer and AFT: the S4
-# layout with AdamW at lr 5e-4 / decay 0.01 (ours; the LRA paper's own per-task recipe,
-# Adam with an rsqrt schedule, is not reproduced yet). Mamba: no published LRA recipe;
-# the S4 layout with d_state 16 and lr 2e-3 (our choice).
+# the other tasks reuse its lr on the S4 layout, our choice). Transformer: the LRA
+# paper's own recipe per task (arch/lra_recipes.py). AFT: the S4 layout with AdamW at
+# lr 5e-4 / decay 0.01 (ours: no official code). Mamba: no published LRA recipe; the S4
+# layout with d_state 16 and lr 2e-3 (our choice).
 # S4 layer options read from the task table per task (configs/lra/common.py TASKS).
 _LRA_S4_MODEL = dict.fromkeys(("d_state", "prenorm", "n_ssm", "dt_lr", "c_lr", "dt_min"), FROM_TASK)
 _LRA_S4 = {"lr": FROM_TASK, "weight_decay": FROM_TASK, "model": _LRA_S4_MODEL}
@@ -169,7 +185,14 @@ ARCHS: dict[str, ArchSpec] = {
     "transformer": ArchSpec(
         Attention,
         channel="mlp",
-        recipes={"lra": {**_LRA_AFT, "model": {"n_heads": 8}, "published": "Transformer"}},
+        recipes={
+            "lra": {
+                "lr": 0.05,
+                "weight_decay": 0.1,
+                "tasks": lra_recipes.TRANSFORMER,
+                "published": "Transformer",
+            }
+        },
         doc="multi-head softmax attention, RoPE",
     ),
     "aft_full": ArchSpec(
@@ -318,14 +341,24 @@ def build(
     channel: str | None = None,
     norm_eps: float = 1e-5,
     pos_emb: str = "none",
+    cls_token: bool = False,
+    head_mlp: int | None = None,
+    embed_dropout: float = 0.0,
+    embed_std: float | None = None,
+    channel_options: Mapping[str, Any] | None = None,
     **mixer_options: Any,
 ) -> nn.Module:
     """Build architecture ``name`` (a key of ``ARCHS``, or an ``ArchSpec``) with a head.
 
-    ``pos_emb="learned"`` adds absolute positions (up to ``max_len``) to the
-    embedding, for any mixer. ``mixer_options`` go to the sequence mixer (e.g.
-    ``n_heads`` for transformer, ``d_state`` for s4/mamba); an option the mixer does
-    not have is an error that lists the ones it has.
+    ``pos_emb`` ("learned" or "sinusoidal") adds absolute positions (up to ``max_len``)
+    to the embedding, for any mixer. Classifier options (the LRA Transformer's):
+    ``cls_token`` prepends a learned CLS vector (read with ``pooling="cls"``),
+    ``head_mlp`` puts a hidden ReLU layer of that width in the head. ``embed_dropout``
+    drops the embedded inputs, ``embed_std`` replaces the embedding init by N(0, std^2),
+    ``channel_options`` go to the channel mixer (e.g. ``{"expand": 2}``).
+    ``mixer_options`` go to the sequence mixer (e.g. ``n_heads`` for transformer,
+    ``d_state`` for s4/mamba); an option the mixer does not have is an error that lists
+    the ones it has.
     """
     if isinstance(name, ArchSpec):  # a spec not (yet) registered
         spec, name = name, name.mixer.__name__
@@ -357,6 +390,17 @@ def build(
         raise ValueError("head='lm' needs vocab_size")
     if head != "lm" and not n_classes:
         raise ValueError(f"head={head!r} needs n_classes")
+    if head == "lm" and (cls_token or head_mlp):
+        raise ValueError("cls_token and head_mlp are classifier options: use head='classify'")
+    if cls_token and not bidirectional:
+        raise ValueError(
+            "cls_token=True needs bidirectional=True: a causal model's first position "
+            "sees nothing of the sequence (use pooling='last' instead)"
+        )
+    if head_mlp is not None and not _positive_int(head_mlp):
+        raise ValueError(f"head_mlp={head_mlp!r} must be a positive int (or None)")
+    if not 0.0 <= embed_dropout < 1.0:
+        raise ValueError(f"embed_dropout={embed_dropout!r} must be in [0, 1)")
     if bidirectional and not spec.bidirectional_ok:
         raise ValueError(
             f"{name} has no bidirectional form; valid bidirectional archs: "
@@ -375,15 +419,28 @@ def build(
             f"the {spec.mixer.__name__} mixer takes: "
             + ", ".join(sorted(valid - {"d_model", "layer_id", "n_layers"}))
         )
-    if "max_len" in valid:
-        options.setdefault("max_len", max_len)
+    if "max_len" in valid:  # a CLS vector makes every sequence one longer
+        options.setdefault("max_len", max_len + int(cls_token))
     if "causal" in valid:
         options["causal"] = not bidirectional
     mixer_factory = functools.partial(spec.mixer, d_model=d_model, **options)
     mixer_factory(layer_id=0, n_layers=n_layers)  # unbound: validates options now, not at init
     channel_cls = CHANNEL_MIXERS[channel]
+    channel_options = dict(channel_options or {})
+    if channel_options and channel_cls is None:
+        raise ValueError(f"channel_options given, but {name} has no channel mixer")
+    if channel_cls is not None:
+        unknown = set(channel_options) - (field_names(channel_cls) - {"d_model"})
+        if unknown:
+            raise ValueError(
+                f"{name}: unknown channel option(s) {', '.join(sorted(unknown))}; the "
+                f"{channel_cls.__name__} channel mixer takes: "
+                + ", ".join(sorted(field_names(channel_cls) - {"d_model", "layer_id", "n_layers"}))
+            )
     channel_factory = (
-        None if channel_cls is None else functools.partial(channel_cls, d_model=d_model)
+        None
+        if channel_cls is None
+        else functools.partial(channel_cls, d_model=d_model, **channel_options)
     )
 
     backbone = Backbone(
@@ -398,14 +455,15 @@ def build(
         prenorm=spec.prenorm if prenorm is None else prenorm,
         dropout=dropout,
         embed_norm=spec.embed_norm,
-        embed_init=spec.embed_init,
+        embed_init=spec.embed_init if embed_std is None else nn.initializers.normal(embed_std),
         pos_emb=pos_emb,
         max_len=max_len,
+        cls_token=cls_token,
+        embed_dropout=embed_dropout,
     )
     if head == "lm":
         return LanguageModel(
             backbone=backbone, tie_embeddings=spec.tie_embeddings, head_init=spec.head_init
         )
-    if head == "classify":
-        return Classifier(backbone=backbone, n_classes=n_classes, pooling=pooling)
-    return DualEncoder(backbone=backbone, n_classes=n_classes, pooling=pooling)
+    head_cls = Classifier if head == "classify" else DualEncoder
+    return head_cls(backbone=backbone, n_classes=n_classes, pooling=pooling, head_mlp=head_mlp)

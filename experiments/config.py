@@ -41,11 +41,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.batch_size = 32  # global batch, split over the data-parallel devices
     config.train.seed = 0  # parameters, dropout and data all derive from it
     config.train.lr = 1e-3  # peak learning rate of parameters with the default rule
+    # "cosine": linear warmup, then cosine to min_lr_ratio * peak at `steps`; "rsqrt":
+    # lr * min(1, step / warmup) / sqrt(max(step, warmup)) (the LRA Transformer's
+    # "constant * linear_warmup * rsqrt_decay"; `lr` is then that constant, not the peak).
+    config.train.schedule = "cosine"
     config.train.warmup_steps = 100  # linear warmup from 0 to the peak
     config.train.min_lr_ratio = 0.1  # cosine decay ends at min_lr_ratio * peak
     config.train.weight_decay = 0.1  # AdamW decoupled decay (not norms, biases, embeddings)
+    config.train.decay_all = False  # True: decay every parameter (LRA's flax optim.Adam)
     config.train.b1 = 0.9  # Adam first-moment decay
     config.train.b2 = 0.98  # Adam second-moment decay
+    config.train.eps = 1e-8  # Adam epsilon
     config.train.grad_clip = 1.0  # global-norm clipping; 0 disables it
     config.train.ssm_lr = 1e-3  # peak rate of the parameters a module declares SSM
     config.train.ssm_weight_decay = 0.0  # SSM / decay parameters are not decayed

@@ -79,15 +79,35 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
 
 
 def differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
-    """``(field, old, new)`` for every field that changes what the run computes."""
+    """``(field, old, new)`` for every field that changes what the run computes.
+
+    A schema field added since ``old`` was written (absent there) that ``new`` leaves at
+    its default is no change: the older code computed exactly that default, so such
+    runs still resume.
+    """
     a, b = flatten(old), flatten(new)
+    defaults = _schema_defaults()
     out = []
     for key in sorted(set(a) | set(b)):
         if any(key == f or (f.endswith(".") and key.startswith(f)) for f in BOOKKEEPING):
             continue
+        if key not in a and key in defaults and _normalise(b.get(key)) == defaults[key]:
+            continue
         if _normalise(a.get(key)) != _normalise(b.get(key)):
             out.append((key, a.get(key, "(absent)"), b.get(key, "(absent)")))
     return out
+
+
+def _schema_defaults() -> dict[str, Any]:
+    """The base config's fields (not the free-form ones) at their defaults."""
+    from experiments.config import OPEN_KEYS, get_config
+
+    flat = flatten(get_config().to_dict())
+    return {
+        k: _normalise(v)
+        for k, v in flat.items()
+        if not any(k.startswith(o + ".") for o in OPEN_KEYS)
+    }
 
 
 def _normalise(value):

@@ -31,7 +31,7 @@ def _causal_mask(q_len: int, k_len: int, offset=0) -> Bool[Array, "q_len k_len"]
     return jnp.arange(k_len)[None, :] <= offset + jnp.arange(q_len)[:, None]
 
 
-def _normalise_mask(mask, batch: int, k_len: int):
+def normalise_mask(mask, batch: int, k_len: int):
     """Rank-2 key padding -> rank 4; rank 4 passes; anything else is an error."""
     if mask is None:
         return None
@@ -53,8 +53,23 @@ def _normalise_mask(mask, batch: int, k_len: int):
     return mask
 
 
-def attention_reference(q, k, v, *, causal: bool, mask=None, scale: float | None = None):
-    """softmax(q k^T / sqrt(d) + masks) v, in float32 (Vaswani et al. 2017, eq. 1)."""
+def attention_reference(
+    q,
+    k,
+    v,
+    *,
+    causal: bool,
+    mask=None,
+    scale: float | None = None,
+    dropout_rate: float = 0.0,
+    dropout_rng: jax.Array | None = None,
+):
+    """softmax(q k^T / sqrt(d) + masks) v, in float32 (Vaswani et al. 2017, eq. 1).
+
+    ``dropout_rate`` > 0 (with ``dropout_rng``) drops attention probabilities, each
+    independently, and rescales the kept ones by 1 / (1 - rate): the LRA Transformer's
+    ``attention_dropout_rate`` (flax ``SelfAttention`` with ``broadcast_dropout=False``).
+    """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32)) * scale
     keep = jnp.ones(logits.shape, bool)
@@ -64,6 +79,12 @@ def attention_reference(q, k, v, *, causal: bool, mask=None, scale: float | None
         keep = keep & mask
     logits = jnp.where(keep, logits, _large_negative(jnp.float32))
     weights = jax.nn.softmax(logits, axis=-1)
+    if dropout_rate > 0.0:
+        if dropout_rng is None:
+            raise ValueError("attention_reference: dropout_rate > 0 needs a dropout_rng")
+        keep_prob = 1.0 - dropout_rate
+        kept = jax.random.bernoulli(dropout_rng, keep_prob, weights.shape)
+        weights = jnp.where(kept, weights / keep_prob, 0.0)
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(jnp.float32)).astype(q.dtype)
 
 
@@ -113,7 +134,7 @@ def attention(
     """
     _check_qkv("attention", q, k, v)
     fn = pick("attention", IMPLS, impl, AUTO)
-    mask = _normalise_mask(mask, q.shape[0], k.shape[1])
+    mask = normalise_mask(mask, q.shape[0], k.shape[1])
     return fn(q, k, v, causal=causal, mask=mask, scale=scale)
 
 

@@ -74,7 +74,8 @@ def test_compare_gives_each_arch_its_own_lra_recipe():
     transformer = cli.config_for_arch(values, "transformer")
     mamba = cli.config_for_arch(values, "mamba")
     assert s4d.arch == "s4d" and transformer.arch == "transformer"
-    assert transformer.train.lr == 5e-4 and "d_state" not in transformer.model
+    assert transformer.train.lr == 0.05 and transformer.train.schedule == "rsqrt"  # LRA paper
+    assert "d_state" not in transformer.model
     assert s4d.train.lr == 0.01 and s4d.model.d_state == 4  # the S4 ListOps row
     assert mamba.model.d_state == 8  # 16 from its recipe, capped by the smoke variant
     assert s4d.train.steps == transformer.train.steps == 3  # the command line on top

@@ -65,6 +65,32 @@ def test_lra_s4_layer_options_follow_each_task_yaml():
     assert pathx.model.prenorm is True
 
 
+def test_lra_transformer_is_the_lra_papers_per_task():
+    """google-research/long-range-arena (cd31e5c) task configs, field by field."""
+    official = {  # emb, heads, layers, qkv, mlp, batch, steps, lr, warmup, schedule, wd
+        "listops": (512, 8, 4, 512, 1024, 32, 5000, 0.05, 1000, "rsqrt", 0.1),
+        "text": (256, 4, 4, 256, 1024, 32, 20000, 0.05, 8000, "rsqrt", 0.1),
+        "retrieval": (128, 4, 4, 128, 512, 32, 5000, 0.05, 8000, "rsqrt", 0.1),
+        "image": (128, 8, 1, 64, 128, 256, 35000, 5e-4, 175, "cosine", 0.0),
+        "pathfinder": (32, 4, 4, 16, 32, 512, 62400, 1e-3, 312, "cosine", 0.0),
+    }
+    for task, values in official.items():
+        c = lra(task, "transformer")
+        m, t = c.model, c.train
+        ours = (m.d_model, m.n_heads, m.n_layers, m.qkv_dim, m.head_mlp, t.batch_size, t.steps)
+        ours += (t.lr, t.warmup_steps, t.schedule, t.weight_decay)
+        assert ours == values, task
+        assert m.d_model * m.channel_options.expand == m.head_mlp  # MlpBlock width = mlp_dim
+        assert (t.b1, t.b2, t.eps, t.decay_all, t.grad_clip) == (0.9, 0.98, 1e-9, True, 0.0)
+        assert m.prenorm and m.pos == "none" and m.weight_init == "xavier" and not m.use_bias
+    listops, image, path = (lra(t, "transformer").model for t in ("listops", "image", "pathfinder"))
+    assert (listops.pooling, listops.cls_token, listops.pos_emb) == ("cls", True, "sinusoidal")
+    assert (listops.dropout, listops.attn_dropout) == (0.1, 0.1)
+    assert (image.pos_emb, image.dropout, image.attn_dropout) == ("learned", 0.3, 0.2)
+    assert (path.pooling, path.cls_token, path.dropout) == ("mean", False, 0.2)
+    assert lra("text", "transformer").task.options.seq_len == 1000  # base_tc_config max_length
+
+
 @pytest.mark.parametrize("name", ["transformer", "rwkv", "mamba", "aft_simple"])
 def test_lra_other_archs_keep_their_own_block_layout(name):
     """S4's post-norm ListOps setting is S4's; the other papers are pre-norm."""

@@ -173,8 +173,14 @@ def test_register_rejects_malformed_specs(toy):
 
     with pytest.raises(TypeError, match="lacks init_state, prefill, step"):
         arch.register("nostep", arch.ArchSpec(NoStep))
+
+    class Shadowing(ToyCell):
+        init: str = "zeros"  # would hide flax's Module.init
+
+    with pytest.raises(TypeError, match="field named init, which hides flax's Module"):
+        arch.register("shadowing", arch.ArchSpec(Shadowing))
     with pytest.raises(ValueError, match="unknown channel mixer of 'bad'"):
         arch.register("bad", arch.ArchSpec(ToyCell, channel="moe"))
     with pytest.raises(ValueError, match="unknown lra recipe field of 'bad' 'lr_decay'"):
         arch.register("bad", arch.ArchSpec(ToyCell, recipes={"lra": {"lr_decay": 1}}))
-    assert "nostep" not in arch.ARCHS and "bad" not in arch.ARCHS
+    assert not {"nostep", "bad", "shadowing"} & set(arch.ARCHS)

@@ -4,9 +4,9 @@ Embedding") and a KV cache.
 
 Glossary (code -> paper):
 
-- ``d_model`` = d_model; ``n_heads`` = h; ``head_dim`` = d_k = d_v = d_model / h
-  (Section 3.2.2);
-- ``qkv``: W^Q, W^K, W^V of every head as one Dense(3 d_model); ``out`` = W^O
+- ``d_model`` = d_model; ``n_heads`` = h; ``head_dim`` = d_k = d_v = ``qkv_dim`` / h
+  (Section 3.2.2; ``qkv_dim`` defaults to d_model, the LRA configs set it apart);
+- ``qkv``: W^Q, W^K, W^V of every head as one Dense(3 qkv_dim); ``out`` = W^O
   (Section 3.2.2, MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O);
 - ``K.attention`` = softmax(Q K^T / sqrt(d_k)) V (eq. 1), with query i seeing keys
   j <= i when causal;
@@ -38,6 +38,7 @@ from arch.protocol import require_causal, step_via_prefill, within_capacity
 from kernels import attention as K
 
 POS_ENCODINGS = ("rope", "none")
+INITS = ("gpt2", "xavier")
 
 
 class KVCache(NamedTuple):
@@ -56,22 +57,53 @@ def check_heads(d_model: int, n_heads: int) -> None:
         )
 
 
-def qkv_and_out(d_model: int, n_layers: int) -> tuple[nn.Dense, nn.Dense]:
-    """The q, k, v projection (one Dense(3 d_model)) and the output projection.
+def xavier_per_block(n_blocks: int):
+    """Xavier-uniform init of a kernel that stacks ``n_blocks`` projections column-wise.
 
-    GPT-2 initialisation: N(0, 0.02), the output projection scaled by 1/sqrt(2 * depth)
-    because every block adds its output to the residual stream. Call from ``setup``.
+    Each block gets the fan-out of its own projection, as when q, k and v are separate
+    layers (the LRA code's ``DenseGeneral`` per projection), not the fused width.
     """
-    w_in, w_out = gpt2_inits(n_layers)
-    return nn.Dense(3 * d_model, kernel_init=w_in), nn.Dense(d_model, kernel_init=w_out)
+    xavier = nn.initializers.xavier_uniform()
+
+    def init(key, shape, dtype=jnp.float32):
+        keys = jax.random.split(key, n_blocks)
+        width = shape[-1] // n_blocks
+        return jnp.concatenate([xavier(k, (*shape[:-1], width), dtype) for k in keys], axis=-1)
+
+    return init
+
+
+def qkv_and_out(
+    d_model: int, n_layers: int, qkv_dim: int | None = None, weight_init="gpt2", bias=True
+) -> tuple[nn.Dense, nn.Dense]:
+    """The q, k, v projection (one Dense(3 qkv_dim)) and the output projection.
+
+    ``weight_init="gpt2"``: N(0, 0.02), the output projection scaled by 1/sqrt(2 * depth)
+    because every block adds its output to the residual stream. ``weight_init="xavier"``:
+    Xavier-uniform per projection (the LRA Transformer, google-research/long-range-arena
+    ``models/transformer/transformer.py``). Call from ``setup``.
+    """
+    qkv_dim = qkv_dim or d_model
+    if weight_init == "xavier":
+        w_in, w_out = xavier_per_block(3), nn.initializers.xavier_uniform()
+    else:
+        w_in, w_out = gpt2_inits(n_layers)
+    return (
+        nn.Dense(3 * qkv_dim, use_bias=bias, kernel_init=w_in),
+        nn.Dense(d_model, use_bias=bias, kernel_init=w_out),
+    )
 
 
 class Attention(nn.Module):
     """Causal or bidirectional multi-head attention.
 
-    Options: ``n_heads`` = h; ``pos``: ``"rope"`` (rotary, base ``rope_base``) or
-    ``"none"``; ``max_len``: the size of the KV cache and the longest chunk; ``dropout``
-    on the output; ``impl``: the ``kernels.attention`` implementation.
+    Options: ``n_heads`` = h; ``qkv_dim``: the width of q, k and v (None: d_model);
+    ``pos``: ``"rope"`` (rotary, base ``rope_base``) or ``"none"`` (positions come from
+    the backbone's ``pos_emb``, or nowhere); ``max_len``: the size of the KV cache and
+    the longest chunk; ``dropout`` on the output; ``attn_dropout`` on the attention
+    probabilities (training only; it takes the "reference" kernel, which materialises
+    them); ``weight_init``: "gpt2" or "xavier" (the LRA Transformer, with ``use_bias=False``);
+    ``impl``: the ``kernels.attention`` implementation.
     """
 
     d_model: int
@@ -79,21 +111,28 @@ class Attention(nn.Module):
     n_layers: int = 1
     causal: bool = True
     n_heads: int = 4
+    qkv_dim: int | None = None
     pos: str = "rope"
     rope_base: float = 10000.0
     max_len: int = 2048
     dropout: float = 0.0
+    attn_dropout: float = 0.0
+    weight_init: str = "gpt2"
+    use_bias: bool = True
     impl: str = "auto"
 
     def __post_init__(self):
         super().__post_init__()
-        check_heads(self.d_model, self.n_heads)
+        check_heads(self.width, self.n_heads)
+        if self.weight_init not in INITS:
+            raise ValueError(f"unknown weight_init {self.weight_init!r}; valid: {', '.join(INITS)}")
+        if not 0.0 <= self.attn_dropout < 1.0:
+            raise ValueError(f"attn_dropout={self.attn_dropout!r} must be in [0, 1)")
         if self.pos not in POS_ENCODINGS:
             raise ValueError(f"unknown pos {self.pos!r}; valid: {', '.join(POS_ENCODINGS)}")
-        if self.pos == "rope" and (self.d_model // self.n_heads) % 2:
+        if self.pos == "rope" and self.head_dim % 2:
             raise ValueError(
-                f"pos='rope' needs an even head dim, got d_model/n_heads="
-                f"{self.d_model // self.n_heads}"
+                f"pos='rope' needs an even head dim, got qkv_dim/n_heads={self.head_dim}"
             )
         if self.max_len < 1:
             raise ValueError(f"max_len={self.max_len} must be >= 1")
@@ -103,12 +142,19 @@ class Attention(nn.Module):
             )
 
     @property
+    def width(self) -> int:
+        """qkv_dim: the width of q, k and v together over the heads."""
+        return self.qkv_dim or self.d_model
+
+    @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        return self.width // self.n_heads
 
     # No PARAM_RULES: every parameter is a Dense kernel or bias (Flax's usual rules).
     def setup(self):
-        self.qkv, self.out = qkv_and_out(self.d_model, self.n_layers)
+        self.qkv, self.out = qkv_and_out(
+            self.d_model, self.n_layers, self.width, self.weight_init, self.use_bias
+        )
         self.drop = nn.Dropout(self.dropout)
 
     def _check_length(self, length: int, what: str):
@@ -137,8 +183,19 @@ class Attention(nn.Module):
         length = x.shape[1]
         self._check_length(length, "__call__")
         q, k, v = self._project(x, jnp.arange(length))
-        y = K.attention(q, k, v, causal=self.causal, mask=mask, impl=self.impl)  # (B T h dh)
-        return self._output(y, train)
+        if train and self.attn_dropout > 0.0:
+            y = K.attention_reference(
+                q,
+                k,
+                v,
+                causal=self.causal,
+                mask=K.normalise_mask(mask, q.shape[0], length),
+                dropout_rate=self.attn_dropout,
+                dropout_rng=self.make_rng("dropout"),
+            )
+        else:
+            y = K.attention(q, k, v, causal=self.causal, mask=mask, impl=self.impl)
+        return self._output(y, train)  # y: (B T h dh)
 
     def init_state(self, batch_size: int) -> KVCache:
         require_causal(self, "init_state")

@@ -168,6 +168,7 @@ def arch_recipe(arch: str, task: str, hp: dict) -> dict:
         "wd": _from_table(recipe["weight_decay"], "weight_decay", hp),
         "epochs": dict(recipe.get("epochs") or {}).get(task, hp["epochs"]),
         "model": {k: v for k, v in model.items() if v is not None},
+        "task_recipe": dict((recipe.get("tasks") or {}).get(task) or {}),
     }
 
 
@@ -178,7 +179,7 @@ def lra_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
     config = with_arch(arch)  # an unknown arch stops here, listing the valid ones
     hp = dict(TASKS[task])
     extra = arch_recipe(arch, task, hp)
-    hp.update({k: v for k, v in extra.items() if k != "model"})
+    hp.update({k: v for k, v in extra.items() if k not in ("model", "task_recipe")})
 
     config.task.name = task
     for key, value in hp["options"].items():
@@ -206,11 +207,38 @@ def lra_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
     config.train.eval_every = steps_per_epoch
     config.train.checkpoint_every = steps_per_epoch
     config.train.log_every = 100
+    _apply_task_recipe(config, extra["task_recipe"], hp["n_train"])
     if variant == "small":
         _small(config, task)
     elif variant == "smoke":
         _smoke(config, task)
     return config
+
+
+def _apply_task_recipe(config, recipe: dict, n_train: int) -> None:
+    """An architecture's own recipe for this task (the LRA Transformer's), set last.
+
+    Its model options replace the S4 layout's, its train fields the S4 schedule (a
+    misspelt train field is an error: the train config is locked).
+    """
+    for key, value in (recipe.get("model") or {}).items():
+        config.model[key] = value
+    for key, value in (recipe.get("train") or {}).items():
+        config.train[key] = value
+    for key, value in (recipe.get("task") or {}).items():
+        config.task.options[key] = value
+    if recipe.get("train"):  # evaluate once per epoch of its own batch size
+        config.train.eval_every = config.train.checkpoint_every = n_train // config.train.batch_size
+
+
+def _shrink(config, d_model: int) -> None:
+    """Set the width; widths of their own (the LRA Transformer's qkv and head MLP) keep
+    their ratio to it."""
+    d_full = config.model.d_model
+    config.model.d_model = d_model
+    for key in ("qkv_dim", "head_mlp"):
+        if config.model.get(key):
+            config.model[key] = max(config.model[key] * d_model // d_full, 4)
 
 
 def _small(config, task: str) -> None:
@@ -222,7 +250,7 @@ def _small(config, task: str) -> None:
     README also gives each architecture about the same time (18-19 minutes, steps
     overridden).
     """
-    config.model.d_model = 64
+    _shrink(config, d_model=64)
     config.model.n_layers = 4
     if "d_state" in config.model and config.model.d_state > 16:
         config.model.d_state = 16
@@ -244,7 +272,7 @@ def _small(config, task: str) -> None:
 
 def _smoke(config, task: str) -> None:
     """Any task in about two minutes on a CPU: a tiny model, a few dozen steps."""
-    config.model.d_model = 32
+    _shrink(config, d_model=32)
     config.model.n_layers = 2
     if "d_state" in config.model:
         config.model.d_state = min(config.model.d_state, 8)

@@ -4,6 +4,10 @@ r"""ListOps (LRA): nested MIN/MAX/MED/SM expressions, up to 2000 tokens, 10 clas
     python run.py train --config configs/lra/listops.py:mamba,small \
         --workdir runs/lra-small/listops_mamba
     python run.py train --config configs/lra/listops.py:rwkv,smoke --workdir /tmp/smoke
+    python run.py train --config configs/lra/listops.py:transformer --workdir runs/lra/listops_tf
+
+The transformer recipe is the LRA paper's own (arch/lra_recipes.py: CLS token,
+sinusoidal positions, Adam with the rsqrt schedule); the others use the S4 table.
 
 The argument after ':' is an architecture of arch.ARCHS, optionally followed by
 ",small" (the CPU recipe) or ",smoke" (a 2-minute CPU run); see configs/lra/common.py.

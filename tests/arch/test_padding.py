@@ -18,12 +18,27 @@ import arch
 VOCAB, REAL = 11, 5
 
 
+# The LRA paper's Transformer (arch/lra_recipes.py): a CLS vector, sinusoidal positions,
+# its own qkv width and an MLP head.
+LRA_TRANSFORMER = dict(
+    cls_token=True,
+    pooling="cls",
+    pos="none",
+    pos_emb="sinusoidal",
+    qkv_dim=8,
+    head_mlp=12,
+    weight_init="xavier",
+    use_bias=False,
+)
+
+
 def cases():
     out = []
     for name, spec in arch.ARCHS.items():
-        out.append(pytest.param(name, False, id=f"{name}-causal"))
+        out.append(pytest.param(name, False, {}, id=f"{name}-causal"))
         if spec.bidirectional_ok:
-            out.append(pytest.param(name, True, id=f"{name}-bidirectional"))
+            out.append(pytest.param(name, True, {}, id=f"{name}-bidirectional"))
+    out.append(pytest.param("transformer", True, LRA_TRANSFORMER, id="transformer-lra"))
     return out
 
 
@@ -34,8 +49,8 @@ def padded(real, length, seed):
     return jnp.concatenate([real, pad], axis=1), jnp.broadcast_to(mask, (real.shape[0], length))
 
 
-@pytest.mark.parametrize("name, bidirectional", cases())
-def test_prediction_ignores_the_padding_after_the_example(name, bidirectional):
+@pytest.mark.parametrize("name, bidirectional, options", cases())
+def test_prediction_ignores_the_padding_after_the_example(name, bidirectional, options):
     model = arch.build(
         name,
         vocab_size=VOCAB,
@@ -45,6 +60,7 @@ def test_prediction_ignores_the_padding_after_the_example(name, bidirectional):
         n_classes=3,
         bidirectional=bidirectional,
         max_len=16,
+        **options,
     )
     real = jax.random.randint(jax.random.key(1), (2, REAL), 0, VOCAB)
     short, short_mask = padded(real, 8, seed=2)

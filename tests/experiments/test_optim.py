@@ -202,3 +202,26 @@ def test_lr_multiplier_reaches_the_update():
     new = one_update(params, grads, train_cfg(**{"train.weight_decay": 0.0}), rules)
     moved = np.asarray(params["norm"]["scale"]) - np.asarray(new["norm"]["scale"])
     np.testing.assert_allclose(moved, 3 * LR * 1e-3 / (1e-3 + 1e-8), rtol=1e-5)
+
+
+def test_rsqrt_schedule_is_the_lra_one():
+    """LRA's train_utils: constant * min(1, step / warmup) / sqrt(max(step, warmup))."""
+    cfg = train_cfg(**{"train.schedule": "rsqrt", "train.lr": 0.05, "train.warmup_steps": 1000})
+    fn = optim.main_schedule(cfg)
+    for step in (0, 1, 500, 1000, 1001, 4999):
+        expected = 0.05 * min(1.0, step / 1000) / math.sqrt(max(step, 1000))
+        np.testing.assert_allclose(float(fn(step)), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown train.schedule"):
+        optim.main_schedule(train_cfg(**{"train.schedule": "linear"}))
+
+
+def test_decay_all_decays_biases_and_norms_too():
+    """flax optim.Adam(weight_decay=wd) decays every leaf by lr * wd (the LRA trainers)."""
+    params = tiny_params()
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    new = one_update(params, zeros, train_cfg(**{"train.decay_all": True}))
+    for path in (("dense", "kernel"), ("dense", "bias"), ("norm", "scale")):
+        old = np.asarray(params[path[0]][path[1]])
+        np.testing.assert_allclose(new[path[0]][path[1]], old * (1 - LR * WD), rtol=1e-6)
+    # The SSM group keeps its own decay (train.ssm_weight_decay, 0 here).
+    np.testing.assert_array_equal(new["mixer"]["D"], params["mixer"]["D"])

@@ -56,6 +56,17 @@ def test_a_changed_config_stops_before_touching_anything(finished, change, shown
     assert _snapshot(workdir) == before  # byte-identical, nothing moved aside
 
 
+def test_a_run_written_before_a_new_schema_field_still_resumes(tmp_path):
+    """config.json from older code lacks fields added since (e.g. train.schedule): at
+    their defaults they are what that code computed, so the run resumes; set otherwise,
+    they are a change."""
+    old = tiny_config().to_dict()
+    del old["train"]["schedule"], old["train"]["eps"]
+    assert rundir.differences(old, tiny_config().to_dict()) == []
+    changed = rundir.differences(old, tiny_config(**{"train.schedule": "rsqrt"}).to_dict())
+    assert changed == [("train.schedule", "(absent)", "rsqrt")]
+
+
 def test_bookkeeping_fields_may_change_on_resume(finished):
     workdir, results = finished
     config = tiny_config(**{"train.log_every": 1, "train.progress": True})
