@@ -256,6 +256,10 @@ def _small(config, task: str) -> None:
         config.model.d_state = 16
     if "n_heads" in config.model:
         config.model.n_heads = 4  # head_dim 16
+    if config.model.get("attn_dropout"):
+        # Dropping attention probabilities draws a random number per (head, query, key):
+        # it triples the CPU step (2.9 s vs 1.0 s measured at this size on one core).
+        config.model.attn_dropout = 0.0
     config.train.batch_size = 16
     config.train.steps = 2000
     config.train.warmup_steps = 200
