@@ -68,20 +68,37 @@ class MLP(PositionWise):
         return self.down(self.drop(nn.gelu(self.up(x)), deterministic=not train))
 
 
+GLU_ACTIVATIONS = {"silu": nn.silu, "gelu": lambda x: nn.gelu(x, approximate=True)}
+
+
 class GLU(PositionWise):
-    """SwiGLU feed-forward (Shazeer 2020, eq. 6): down(silu(gate(x)) * up(x))."""
+    """Gated feed-forward (Shazeer 2020): down(act(gate(x)) * up(x)).
+
+    ``activation``: "silu" (SwiGLU, eq. 6) or "gelu" (GeGLU, tanh GELU, as Griffin's
+    MLP block). Hidden width: ``hidden_ratio * d_model`` when given (Griffin: 3), else
+    2/3 of ``expand * d_model`` (the parameter count of an MLP of that expansion).
+    """
 
     d_model: int
     layer_id: int = 0
     n_layers: int = 1
     expand: int = 4
+    activation: str = "silu"
+    hidden_ratio: float | None = None
 
     def setup(self):
-        hidden = int(2 * self.expand * self.d_model / 3)  # same parameter count as MLP
+        if self.activation not in GLU_ACTIVATIONS:
+            raise ValueError(
+                f"unknown GLU activation {self.activation!r}; valid: {', '.join(GLU_ACTIVATIONS)}"
+            )
+        if self.hidden_ratio:
+            hidden = int(self.hidden_ratio * self.d_model)
+        else:
+            hidden = int(2 * self.expand * self.d_model / 3)  # same parameter count as MLP
         w_in, w_out = gpt2_inits(self.n_layers)
         self.gate = nn.Dense(hidden, use_bias=False, kernel_init=w_in)
         self.up = nn.Dense(hidden, use_bias=False, kernel_init=w_in)
         self.down = nn.Dense(self.d_model, use_bias=False, kernel_init=w_out)
 
     def __call__(self, x, *, train: bool = False):
-        return self.down(nn.silu(self.gate(x)) * self.up(x))
+        return self.down(GLU_ACTIVATIONS[self.activation](self.gate(x)) * self.up(x))

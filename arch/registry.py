@@ -29,6 +29,7 @@ from arch.mixers import rwkv
 from arch.mixers.aft import AFTConv, AFTFull, AFTLocal, AFTSimple
 from arch.mixers.attention import Attention
 from arch.mixers.mamba import Mamba
+from arch.mixers.rglru import RGLRUBlock
 from arch.mixers.rwkv import RWKVChannelMix, RWKVTimeMix
 from arch.mixers.s4 import S4
 from arch.mixers.s4d import S4D
@@ -79,7 +80,8 @@ class ArchSpec:
       ``norm``, ``prenorm``, ``embed_norm``, ``tie_embeddings``: the block layout;
       ``embed_init``, ``head_init``: the token embedding's and LM head's initialisers,
       when the architecture's official code has its own (RWKV).
-    - ``mixer_defaults``: options passed to the mixer unless the caller overrides them.
+    - ``mixer_defaults``: options passed to the mixer unless the caller overrides them;
+      ``channel_defaults`` the same for the channel mixer (Hawk's GeGLU).
     - ``recipes``: per task family (``"lra"``), the training defaults its configs use;
       see ``RECIPE_FIELDS``. A config of a family the spec has no recipe for stops with
       a message naming the field to set.
@@ -96,6 +98,7 @@ class ArchSpec:
     embed_init: Callable | None = None  # None: N(0, 0.02)
     head_init: Callable | None = None  # None: Flax's Dense default (LeCun normal)
     mixer_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    channel_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     recipes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     in_compare: bool = True
     in_bench: bool = True
@@ -264,6 +267,17 @@ ARCHS: dict[str, ArchSpec] = {
         recipes={"lra": {"lr": 2e-3, "weight_decay": FROM_TASK, "model": {"d_state": 16}}},
         doc="Mamba: selective state space (S6) block",
     ),
+    # Hawk (De et al. 2024): RG-LRU recurrent blocks with Griffin's residual layout
+    # (RMSNorm, pre-norm) and MLP block (GeGLU, expansion 3). No LRA recipe was
+    # published; Mamba's S4-layout choice (lr 2e-3), ours.
+    "hawk": ArchSpec(
+        RGLRUBlock,
+        channel="glu",
+        channel_defaults={"activation": "gelu", "hidden_ratio": 3.0},
+        norm="rms",
+        recipes={"lra": {"lr": 2e-3, "weight_decay": FROM_TASK}},
+        doc="Hawk: RG-LRU recurrent block (Griffin)",
+    ),
 }
 
 
@@ -426,7 +440,10 @@ def build(
     mixer_factory = functools.partial(spec.mixer, d_model=d_model, **options)
     mixer_factory(layer_id=0, n_layers=n_layers)  # unbound: validates options now, not at init
     channel_cls = CHANNEL_MIXERS[channel]
-    channel_options = dict(channel_options or {})
+    channel_options = {
+        **(spec.channel_defaults if channel == spec.channel else {}),
+        **(channel_options or {}),
+    }
     if channel_options and channel_cls is None:
         raise ValueError(f"channel_options given, but {name} has no channel mixer")
     if channel_cls is not None:

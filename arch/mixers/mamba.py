@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from arch import params
+from arch.mixers.shortconv import causal_conv
 from arch.protocol import step_via_prefill
 from kernels.selective_scan import selective_scan
 
@@ -140,13 +141,9 @@ class Mamba(nn.Module):
 
     def _conv(self, conv_state, x):
         """Causal depthwise conv over [conv_state; x]; returns (new conv_state, output)."""
-        k = self.d_conv
-        padded = jnp.concatenate([conv_state.astype(x.dtype), x], axis=1)
-        length = x.shape[1]
-        out = sum(padded[:, i : i + length] * self.conv_weight[i] for i in range(k))
-        if self.conv_bias:
-            out = out + self.conv_bias_
-        return padded[:, padded.shape[1] - (k - 1) :], out
+        return causal_conv(
+            conv_state, x, self.conv_weight, self.conv_bias_ if self.conv_bias else None
+        )
 
     def prefill(self, state: MambaState, x):
         x_in, z = jnp.split(self.in_proj(x), 2, axis=-1)  # [B, L, E] each
