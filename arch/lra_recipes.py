@@ -96,3 +96,87 @@ TRANSFORMER = {
         ),
     ),
 }
+
+
+# S5 (Smith et al. 2023), lindermanlab/S5 at 3c18fdb: bin/run_experiments/run_lra_*.sh
+# with run_train.py's defaults (prenorm, mean pooling, dt_max 0.1, conj_sym, ZOH) and
+# s5/train.py + train_helpers.py: lr = lr_factor * ssm_lr; Adam at ssm_lr without decay
+# for Lambda (and B, Delta per opt_config/dt_global); AdamW at lr with the decay for
+# everything else (biases and norms included); linear warmup for `warmup_end` epochs,
+# then cosine to 0. BatchNorm there, LayerNorm here (docs/fidelity.md).
+def _s5(d, layers, p, blocks, c_init, act, dropout, b_lr, dt_lr, clip=False, dt_min=1e-3):
+    return dict(
+        d_model=d,
+        n_layers=layers,
+        d_state=p,
+        blocks=blocks,
+        C_init=c_init,
+        activation=act,
+        dropout=dropout,
+        b_lr=b_lr,
+        dt_lr=dt_lr,
+        clip_eigs=clip,
+        dt_min=dt_min,
+        prenorm=True,
+        pooling="mean",
+    )
+
+
+def _s5_train(ssm_lr, lr_factor, wd, batch):
+    return dict(
+        lr=ssm_lr * lr_factor,
+        ssm_lr=ssm_lr,
+        ssm_weight_decay=0.0,
+        weight_decay=wd,
+        batch_size=batch,
+        decay_all=True,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        grad_clip=0.0,
+        min_lr_ratio=0.0,
+        schedule="cosine",
+    )
+
+
+# opt_config -> b_lr: standard "ssm", BandCdecay "ssm_decay", BfastandCdecay "global".
+S5 = {
+    "listops": dict(  # run_lra_listops.sh
+        model=_s5(128, 8, 16, 8, "lecun_normal", "half_glu2", 0.0, "global", "ssm"),
+        train=_s5_train(1e-3, 3, 0.04, 50),
+        epochs=40,
+        warmup_epochs=1,
+    ),
+    "text": dict(  # run_lra_imdb.sh
+        model=_s5(256, 6, 192, 12, "lecun_normal", "half_glu2", 0.1, "ssm", "global"),
+        train=_s5_train(1e-3, 4, 0.07, 50),
+        epochs=35,
+        warmup_epochs=0,
+    ),
+    "retrieval": dict(  # run_lra_aan.sh
+        model=_s5(128, 6, 256, 16, "trunc_standard_normal", "half_glu1", 0.0, "ssm", "global"),
+        train=_s5_train(1e-3, 2, 0.05, 32),
+        epochs=20,
+        warmup_epochs=1,
+    ),
+    "image": dict(  # run_lra_cifar.sh
+        model=_s5(512, 6, 384, 3, "lecun_normal", "half_glu1", 0.1, "global", "ssm", clip=True),
+        train=_s5_train(1e-3, 4.5, 0.07, 50),
+        epochs=250,
+        warmup_epochs=1,
+    ),
+    "pathfinder": dict(  # run_lra_pathfinder.sh
+        model=_s5(192, 6, 256, 8, "trunc_standard_normal", "half_glu1", 0.05, "ssm", "ssm"),
+        train=_s5_train(9e-4, 5, 0.03, 64),
+        epochs=200,
+        warmup_epochs=1,
+    ),
+    "pathx": dict(  # run_lra_pathx.sh
+        model=_s5(
+            128, 6, 256, 16, "complex_normal", "half_glu1", 0.0, "ssm_decay", "ssm", dt_min=1e-4
+        ),
+        train=_s5_train(6e-4, 3, 0.06, 32),
+        epochs=75,
+        warmup_epochs=1,
+    ),
+}

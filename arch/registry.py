@@ -29,10 +29,12 @@ from arch.mixers import rwkv
 from arch.mixers.aft import AFTConv, AFTFull, AFTLocal, AFTSimple
 from arch.mixers.attention import Attention
 from arch.mixers.mamba import Mamba
+from arch.mixers.mamba2 import Mamba2
 from arch.mixers.rglru import RGLRUBlock
 from arch.mixers.rwkv import RWKVChannelMix, RWKVTimeMix
 from arch.mixers.s4 import S4
 from arch.mixers.s4d import S4D
+from arch.mixers.s5 import S5
 
 CHANNEL_MIXERS: dict[str, type[nn.Module] | None] = {
     "mlp": MLP,
@@ -259,6 +261,20 @@ ARCHS: dict[str, ArchSpec] = {
         },
         doc="S4D: diagonal state space layer",
     ),
+    "s5": ArchSpec(
+        S5,
+        channel="none",
+        recipes={
+            "lra": {
+                "lr": 3e-3,
+                "weight_decay": 0.04,
+                "tasks": lra_recipes.S5,
+                "published": "S5",
+            }
+        },
+        in_compare=False,  # S4D represents the diagonal SSMs in the default comparison
+        doc="S5: one MIMO diagonal SSM, associative scan",
+    ),
     "mamba": ArchSpec(
         Mamba,
         channel="none",
@@ -266,6 +282,16 @@ ARCHS: dict[str, ArchSpec] = {
         tie_embeddings=True,
         recipes={"lra": {"lr": 2e-3, "weight_decay": FROM_TASK, "model": {"d_state": 16}}},
         doc="Mamba: selective state space (S6) block",
+    ),
+    "mamba2": ArchSpec(
+        Mamba2,
+        channel="none",
+        norm="rms",
+        tie_embeddings=True,
+        # No published LRA recipe: Mamba's choice (ours).
+        recipes={"lra": {"lr": 2e-3, "weight_decay": FROM_TASK, "model": {"d_state": 16}}},
+        in_compare=False,  # Mamba represents the selective SSMs in the default comparison
+        doc="Mamba-2: SSD block (scalar A per head, chunked matrix form)",
     ),
     # Hawk (De et al. 2024): RG-LRU recurrent blocks with Griffin's residual layout
     # (RMSNorm, pre-norm) and MLP block (GeGLU, expansion 3). No LRA recipe was

@@ -72,12 +72,18 @@ def valid_counts(length: int, chunk: int) -> Int[Array, " chunks"]:
     return jnp.minimum(chunk, length - chunk * jnp.arange(n, dtype=jnp.int32))
 
 
+def _acc(x) -> jnp.dtype:
+    """The accumulation dtype: float32, or complex64 for complex inputs."""
+    return jnp.promote_types(x.dtype, F32)
+
+
 def _chunk_all(xs, length: int, chunk: int, fills=None):
-    """Each ``[B, L, ...]`` leaf of ``xs`` -> float32 ``[n, B, T, ...]``, padded with its fill."""
+    """Each ``[B, L, ...]`` leaf of ``xs`` -> float32 (complex64 if complex)
+    ``[n, B, T, ...]``, padded with its fill."""
     padded = -(-length // chunk) * chunk
     fills = jax.tree.map(lambda _: 0.0, xs) if fills is None else fills
     return jax.tree.map(
-        lambda x, fill: to_chunks(pad_time(x.astype(F32), padded, fill), chunk), xs, fills
+        lambda x, fill: to_chunks(pad_time(x.astype(_acc(x)), padded, fill), chunk), xs, fills
     )
 
 

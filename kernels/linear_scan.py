@@ -78,10 +78,11 @@ def _associative(a, b, h0):
 
 
 def _chunked(a, b, h0, *, chunk_size: int = 64):
-    """Accumulates in float32; outputs in the inputs' dtype."""
+    """Accumulates in float32 (complex64 for complex inputs); outputs in the inputs' dtype."""
     chunking.check_chunk("chunk_size", chunk_size)
+    acc = jnp.promote_types(b.dtype, F32)
     hs, h_last = chunking.scan_in_chunks(
-        _chunk, None, h0.astype(F32), (a, b), chunk_size, fills=_FILL
+        _chunk, None, h0.astype(acc), (a, b), chunk_size, fills=_FILL
     )
     return hs.astype(b.dtype), h_last.astype(b.dtype)
 

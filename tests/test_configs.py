@@ -91,6 +91,46 @@ def test_lra_transformer_is_the_lra_papers_per_task():
     assert lra("text", "transformer").task.options.seq_len == 1000  # base_tc_config max_length
 
 
+def test_lra_s5_is_the_s5_repos_per_task():
+    """lindermanlab/S5 (3c18fdb) bin/run_experiments/run_lra_*.sh, field by field."""
+    official = {  # d_model, layers, P, blocks, C_init, act, batch, epochs, lr_factor, ssm_lr, wd
+        "listops": (128, 8, 16, 8, "lecun_normal", "half_glu2", 50, 40, 3, 1e-3, 0.04),
+        "text": (256, 6, 192, 12, "lecun_normal", "half_glu2", 50, 35, 4, 1e-3, 0.07),
+        "retrieval": (128, 6, 256, 16, "trunc_standard_normal", "half_glu1", 32, 20, 2, 1e-3, 0.05),
+        "image": (512, 6, 384, 3, "lecun_normal", "half_glu1", 50, 250, 4.5, 1e-3, 0.07),
+        "pathfinder": (
+            192,
+            6,
+            256,
+            8,
+            "trunc_standard_normal",
+            "half_glu1",
+            64,
+            200,
+            5,
+            9e-4,
+            0.03,
+        ),
+        "pathx": (128, 6, 256, 16, "complex_normal", "half_glu1", 32, 75, 3, 6e-4, 0.06),
+    }
+    n_train = {"listops": 96_000, "text": 25_000, "retrieval": 147_086, "image": 45_000,
+               "pathfinder": 160_000, "pathx": 160_000}  # fmt: skip
+    for task, values in official.items():
+        c = lra(task, "s5")
+        m, t = c.model, c.train
+        ours = (m.d_model, m.n_layers, m.d_state, m.blocks, m.C_init, m.activation)
+        ours += (t.batch_size, t.steps // (n_train[task] // t.batch_size))
+        ours += (round(t.lr / t.ssm_lr, 6), t.ssm_lr, t.weight_decay)
+        assert ours == values, task
+        assert m.bidirectional and m.prenorm and m.pooling == "mean"
+        assert t.decay_all and t.ssm_weight_decay == 0 and t.min_lr_ratio == 0
+    # opt_config / dt_global / clip_eigs / dt_min per script
+    assert (lra("listops", "s5").model.b_lr, lra("text", "s5").model.dt_lr) == ("global", "global")
+    assert lra("image", "s5").model.clip_eigs and lra("pathx", "s5").model.dt_min == 1e-4
+    assert lra("pathx", "s5").model.b_lr == "ssm_decay"
+    assert lra("text", "s5").train.warmup_steps == 0  # warmup_end=0 on IMDB
+
+
 @pytest.mark.parametrize("name", ["transformer", "rwkv", "mamba", "aft_simple"])
 def test_lra_other_archs_keep_their_own_block_layout(name):
     """S4's post-norm ListOps setting is S4's; the other papers are pre-norm."""
@@ -110,6 +150,12 @@ def test_lra_config_docstrings_carry_the_published_numbers(index, task):
     table that `run.py table lra` prints."""
     doc = load(os.path.join(ROOT, "configs", "lra", f"{task}.py")).__doc__
     assert "python run.py train --config configs/lra/" in doc
-    for row in ("S4 (latest)", "S4D-LegS", "RWKV", "Transformer"):
+    rows = {
+        spec.recipes["lra"].get("published")
+        for spec in arch.ARCHS.values()
+        if "lra" in spec.recipes
+    }
+    assert {"S4 (latest)", "S4D-LegS", "RWKV", "Transformer", "S5"} <= rows
+    for row in sorted(rows - {None}):
         value = lra_table.PUBLISHED[row][0][index]
         assert f"{row} {'fail' if value is None else f'{value:.2f}'}" in doc, (task, row)

@@ -19,6 +19,8 @@ state-spaces/s4: LayerNorm instead of BatchNorm (BatchNorm has no recurrent form
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from configs.common import with_arch
@@ -227,8 +229,13 @@ def _apply_task_recipe(config, recipe: dict, n_train: int) -> None:
         config.train[key] = value
     for key, value in (recipe.get("task") or {}).items():
         config.task.options[key] = value
+    steps_per_epoch = n_train // config.train.batch_size
+    if "epochs" in recipe:  # a recipe given in epochs of its own batch size
+        config.train.steps = recipe["epochs"] * steps_per_epoch
+    if "warmup_epochs" in recipe:
+        config.train.warmup_steps = recipe["warmup_epochs"] * steps_per_epoch
     if recipe.get("train"):  # evaluate once per epoch of its own batch size
-        config.train.eval_every = config.train.checkpoint_every = n_train // config.train.batch_size
+        config.train.eval_every = config.train.checkpoint_every = steps_per_epoch
 
 
 def _shrink(config, d_model: int) -> None:
@@ -239,6 +246,12 @@ def _shrink(config, d_model: int) -> None:
     for key in ("qkv_dim", "head_mlp"):
         if config.model.get(key):
             config.model[key] = max(config.model[key] * d_model // d_full, 4)
+
+
+def _fit_blocks(config) -> None:
+    """S5's blocks must divide the (reduced) number of conjugate pairs."""
+    if "blocks" in config.model:
+        config.model.blocks = math.gcd(config.model.blocks, config.model.d_state // 2)
 
 
 def _small(config, task: str) -> None:
@@ -254,6 +267,7 @@ def _small(config, task: str) -> None:
     config.model.n_layers = 4
     if "d_state" in config.model and config.model.d_state > 16:
         config.model.d_state = 16
+    _fit_blocks(config)
     if "n_heads" in config.model:
         config.model.n_heads = 4  # head_dim 16
     if config.model.get("attn_dropout"):
@@ -280,6 +294,7 @@ def _smoke(config, task: str) -> None:
     config.model.n_layers = 2
     if "d_state" in config.model:
         config.model.d_state = min(config.model.d_state, 8)
+    _fit_blocks(config)
     if "n_heads" in config.model:
         config.model.n_heads = 4
     config.train.batch_size = 8

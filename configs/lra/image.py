@@ -9,7 +9,8 @@ The argument after ':' is an architecture of arch.ARCHS, optionally followed by
 ",small" (the CPU recipe) or ",smoke" (a 2-minute CPU run); see configs/lra/common.py.
 
 Published test accuracy (%), the rows `run.py table lra` prints beside ours
-(experiments/lra_table.PUBLISHED): S4 (latest) 88.65, S4D-LegS 88.19, RWKV 70.53, Transformer 42.44.
+(experiments/lra_table.PUBLISHED): S4 (latest) 88.65, S4D-LegS 88.19, RWKV 70.53, Transformer 42.44,
+S5 88.00.
 """
 
 from configs.lra.common import lra_config
