@@ -32,6 +32,7 @@ from arch.mixers.mamba import Mamba
 from arch.mixers.mamba2 import Mamba2
 from arch.mixers.rglru import RGLRUBlock
 from arch.mixers.rwkv import RWKVChannelMix, RWKVTimeMix
+from arch.mixers.rwkv6 import RWKV6TimeMix
 from arch.mixers.s4 import S4
 from arch.mixers.s4d import S4D
 from arch.mixers.s5 import S5
@@ -239,6 +240,18 @@ ARCHS: dict[str, ArchSpec] = {
             }
         },
         doc="RWKV-4: TimeMix (WKV) + ChannelMix",
+    ),
+    "rwkv6": ArchSpec(
+        RWKV6TimeMix,
+        channel="rwkv",
+        channel_defaults={"version": 6},
+        embed_norm=True,
+        embed_init=rwkv.small_embedding(),
+        head_init=rwkv.head_init,
+        # No published LRA recipe for RWKV-6: RWKV-4's (ours).
+        recipes={"lra": {"lr": 4e-3, "weight_decay": FROM_TASK}},
+        in_compare=False,  # RWKV-4 represents the family in the default comparison
+        doc="RWKV-6 (Finch): data-dependent token shift and decay, matrix-valued state",
     ),
     "s4": ArchSpec(
         S4,

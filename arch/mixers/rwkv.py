@@ -161,23 +161,30 @@ class RWKVTimeMix(nn.Module):
 
 
 class RWKVChannelMix(nn.Module):
+    """RWKV's ChannelMix. ``version=6``: RWKV-6's (``RWKV_CMix_x060``): the same layer
+    with mu initialised as ramp^(r^3) and a hidden width of 3.5 d_model (rounded down to a
+    multiple of 32)."""
+
     d_model: int
     layer_id: int = 0
     n_layers: int = 1
     hidden: int | None = None
+    version: int = 4
 
     PARAM_RULES: ClassVar = {"time_mix_k": params.NO_DECAY, "time_mix_r": params.NO_DECAY}
 
     def setup(self):
+        if self.version not in (4, 6):
+            raise ValueError(f"RWKVChannelMix: version must be 4 or 6, got {self.version}")
         _, r10 = _ratios(self.layer_id, self.n_layers)
+        power = r10**3 if self.version == 6 else r10
         ramp = np.arange(self.d_model) / self.d_model
-        self.time_mix_k = self.param("time_mix_k", _const(ramp**r10), (self.d_model,))
-        self.time_mix_r = self.param("time_mix_r", _const(ramp**r10), (self.d_model,))
-        # ffn.key orthogonal (gain sqrt(hidden / d_model) = 2); ffn.receptance and
-        # ffn.value start at zero (RWKV-LM generate_init_weight).
-        self.key = nn.Dense(
-            self.hidden or 4 * self.d_model, use_bias=False, kernel_init=orthogonal()
-        )
+        self.time_mix_k = self.param("time_mix_k", _const(ramp**power), (self.d_model,))
+        self.time_mix_r = self.param("time_mix_r", _const(ramp**power), (self.d_model,))
+        default = int(3.5 * self.d_model) // 32 * 32 if self.version == 6 else 4 * self.d_model
+        # ffn.key orthogonal (gain sqrt(hidden / d_model)); ffn.receptance and ffn.value
+        # start at zero (RWKV-LM generate_init_weight).
+        self.key = nn.Dense(self.hidden or default, use_bias=False, kernel_init=orthogonal())
         self.receptance = nn.Dense(self.d_model, use_bias=False, kernel_init=_zeros)
         self.value = nn.Dense(self.d_model, use_bias=False, kernel_init=_zeros)
 
