@@ -36,11 +36,13 @@ from arch.mixers.rwkv6 import RWKV6TimeMix
 from arch.mixers.s4 import S4
 from arch.mixers.s4d import S4D
 from arch.mixers.s5 import S5
+from arch.moe import MoE
 
 CHANNEL_MIXERS: dict[str, type[nn.Module] | None] = {
     "mlp": MLP,
     "glu": GLU,
     "rwkv": RWKVChannelMix,
+    "moe": MoE,
     "none": None,
 }
 HEADS = ("lm", "classify", "retrieval")
@@ -305,6 +307,18 @@ ARCHS: dict[str, ArchSpec] = {
         recipes={"lra": {"lr": 2e-3, "weight_decay": FROM_TASK, "model": {"d_state": 16}}},
         in_compare=False,  # Mamba represents the selective SSMs in the default comparison
         doc="Mamba-2: SSD block (scalar A per head, chunked matrix form)",
+    ),
+    # MoE-Mamba (Pioro et al. 2024): Mamba layers interleaved with Switch-style MoE
+    # feed-forwards (top-1 routing); 8 experts at this scale (ours).
+    "moe_mamba": ArchSpec(
+        Mamba,
+        channel="moe",
+        channel_defaults={"n_experts": 8, "top_k": 1},
+        norm="rms",
+        tie_embeddings=True,
+        recipes={"lra": {"lr": 2e-3, "weight_decay": FROM_TASK, "model": {"d_state": 16}}},
+        in_compare=False,
+        doc="MoE-Mamba: Mamba + mixture-of-experts feed-forward (Switch routing)",
     ),
     # Hawk (De et al. 2024): RG-LRU recurrent blocks with Griffin's residual layout
     # (RMSNorm, pre-norm) and MLP block (GeGLU, expansion 3). No LRA recipe was

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
@@ -66,6 +67,23 @@ def apply_model(
 ) -> jax.Array:
     """Logits: ``[B, L, vocab]`` for "lm", ``[B, n_classes]`` for classify/retrieval."""
     return model.apply({"params": params}, *model_inputs(batch, kind), train=train, rngs=rngs)
+
+
+def apply_with_aux(model, params, batch, *, train=False, rngs=None, kind=None):
+    """(logits, the sum of the losses the layers sowed, the sown statistics).
+
+    Layers add auxiliary losses to the ``"losses"`` collection (the MoE load-balancing
+    and router z-losses, already weighted) and diagnostics to ``"moe_stats"``.
+    """
+    logits, sown = model.apply(
+        {"params": params},
+        *model_inputs(batch, kind),
+        train=train,
+        rngs=rngs,
+        mutable=["losses", "moe_stats"],
+    )
+    aux = sum((jnp.sum(v) for v in jax.tree.leaves(sown.get("losses", {}))), jnp.zeros(()))
+    return logits, aux, sown.get("moe_stats", {})
 
 
 def init_params(model: nn.Module, batch: dict[str, Any], key: jax.Array, kind: str | None = None):

@@ -147,6 +147,28 @@ def _cast_batch(batch, dtype):
 # ---------------------------------------------------------------------------- steps
 
 
+def moe_metrics(aux, stats) -> dict:
+    """The logged MoE diagnostics: the auxiliary loss (also in the optimised loss; ``loss``
+    stays the cross-entropy), the busiest expert's share of the tokens (1 / n_experts when
+    balanced) and the share of dropped assignments, over the MoE layers; none without."""
+    fractions = [f for k, f in _leaves_named(stats, "expert_fraction")]
+    if not fractions:
+        return {}
+    dropped = [d for k, d in _leaves_named(stats, "dropped")]
+    return {
+        "moe_aux_loss": aux,
+        "moe_max_expert_fraction": jnp.mean(jnp.stack([f.max() for f in fractions])),
+        "moe_dropped": jnp.mean(jnp.stack(dropped)),
+    }
+
+
+def _leaves_named(tree, name: str):
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [
+        (path, leaf) for path, leaf in flat if any(getattr(p, "key", None) == name for p in path)
+    ]
+
+
 def make_train_step(model, tx, kind: str, train_cfg):
     """``train_step(state, batch) -> (state, metrics)``, pure; jit it with donation."""
     lr_schedule = optim.main_schedule(train_cfg)
@@ -157,7 +179,7 @@ def make_train_step(model, tx, kind: str, train_cfg):
         dropout = jax.random.fold_in(jax.random.key(seed), state.step)
 
         def loss_fn(params):
-            logits = models.apply_model(
+            logits, aux, stats = models.apply_with_aux(
                 model,
                 _cast_for_compute(params, dtype),  # the cast's gradient lands on f32 params
                 _cast_batch(batch, dtype),
@@ -167,9 +189,11 @@ def make_train_step(model, tx, kind: str, train_cfg):
             )
             ce, correct, weight = weighted_sums(logits, batch, kind)
             weight = jnp.maximum(weight, 1e-9)
-            return ce / weight, correct / weight
+            return ce / weight + aux, (ce / weight, correct / weight, aux, stats)
 
-        (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (_, (loss, accuracy, aux, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params
+        )
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -182,6 +206,7 @@ def make_train_step(model, tx, kind: str, train_cfg):
             "accuracy": accuracy,
             "grad_norm": grad_norm,
             "lr": lr_schedule(state.step),
+            **moe_metrics(aux, stats),
         }
         return TrainState(state.step + 1, params, opt_state, first_bad), metrics
 

@@ -57,7 +57,7 @@ class Mamba2(nn.Module):
     d_state: int = 128
     d_conv: int = 4
     expand: int = 2
-    head_dim: int = 64
+    head_dim: int | None = None  # None: 64 (mamba2.py's headdim), or d_inner if smaller
     n_groups: int = 1
     chunk_size: int = 256
     dt_min: float = 0.001
@@ -81,10 +81,10 @@ class Mamba2(nn.Module):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.d_inner % self.head_dim:
+        if self.d_inner % self.p:
             raise ValueError(
                 f"Mamba2: d_inner = expand * d_model = {self.d_inner} is not divisible by "
-                f"head_dim={self.head_dim}; pick a head_dim that divides it"
+                f"head_dim={self.p}; pick a head_dim that divides it"
             )
         if self.n_heads % self.n_groups:
             raise ValueError(f"Mamba2: n_groups={self.n_groups} must divide n_heads={self.n_heads}")
@@ -96,8 +96,13 @@ class Mamba2(nn.Module):
         return self.expand * self.d_model
 
     @property
+    def p(self) -> int:
+        """The head dimension P."""
+        return self.head_dim or min(64, self.d_inner)
+
+    @property
     def n_heads(self) -> int:
-        return self.d_inner // self.head_dim
+        return self.d_inner // self.p
 
     @property
     def conv_dim(self) -> int:
@@ -140,7 +145,7 @@ class Mamba2(nn.Module):
         conv_state, xbc = causal_conv(state.conv, xbc, self.conv_weight, bias)
         x_ssm, b, c = jnp.split(nn.silu(xbc), [e, e + gn], axis=-1)
         y, ssm_state = ssd(
-            rearrange(x_ssm, "b l (h p) -> b l h p", p=self.head_dim),
+            rearrange(x_ssm, "b l (h p) -> b l h p", p=self.p),
             jax.nn.softplus(dt.astype(jnp.float32) + self.dt_bias),
             -jnp.exp(self.A_log.astype(jnp.float32)),
             rearrange(b, "b l (g n) -> b l g n", g=self.n_groups),
@@ -164,7 +169,7 @@ class Mamba2(nn.Module):
     def init_state(self, batch_size: int) -> Mamba2State:
         return Mamba2State(
             conv=jnp.zeros((batch_size, self.d_conv - 1, self.conv_dim), jnp.float32),
-            ssm=jnp.zeros((batch_size, self.n_heads, self.head_dim, self.d_state), jnp.float32),
+            ssm=jnp.zeros((batch_size, self.n_heads, self.p, self.d_state), jnp.float32),
         )
 
     def step(self, state: Mamba2State, x_t):

@@ -64,16 +64,16 @@ class RWKV6TimeMix(nn.Module):
     d_model: int
     layer_id: int = 0
     n_layers: int = 1
-    head_size: int = 64
+    head_size: int | None = None  # None: 64 (RWKV-LM's head_size_a), or d_model if smaller
     impl: str = "auto"
 
     PARAM_RULES: ClassVar = _RULES
 
     def __post_init__(self):
         super().__post_init__()
-        if self.d_model % self.head_size:
+        if self.d_model % self.n:
             raise ValueError(
-                f"RWKV6: d_model={self.d_model} is not divisible by head_size={self.head_size}"
+                f"RWKV6: d_model={self.d_model} is not divisible by head_size={self.n}"
             )
         if self.n_layers < 1 or not 0 <= self.layer_id < self.n_layers:
             raise ValueError(
@@ -81,8 +81,13 @@ class RWKV6TimeMix(nn.Module):
             )
 
     @property
+    def n(self) -> int:
+        """The head size N."""
+        return self.head_size or min(64, self.d_model)
+
+    @property
     def n_heads(self) -> int:
-        return self.d_model // self.head_size
+        return self.d_model // self.n
 
     def setup(self):
         d = self.d_model
@@ -103,7 +108,7 @@ class RWKV6TimeMix(nn.Module):
         self.time_decay_w2 = self.param("time_decay_w2", _uniform(0.01), (DECAY_LORA, d))
         zigzag = ((np.arange(d) + 1) % 3 - 1) * 0.1
         bonus = r01 * (1 - n) + zigzag
-        self.time_faaaa = self.param("time_faaaa", _const(bonus), (self.n_heads, self.head_size))
+        self.time_faaaa = self.param("time_faaaa", _const(bonus), (self.n_heads, self.n))
         # generate_init_weight: key and gate orthogonal x 0.1, output zero, others
         # orthogonal (gain 1 for these square layers).
         self.receptance = nn.Dense(d, use_bias=False, kernel_init=orthogonal())
@@ -131,7 +136,7 @@ class RWKV6TimeMix(nn.Module):
         r, k, v = self.receptance(xr), self.key(xk), self.value(xv)
         g = nn.silu(self.gate(xg))
         w = self.time_decay + jnp.tanh(xw @ self.time_decay_w1) @ self.time_decay_w2
-        heads = lambda z: rearrange(z, "b l (h n) -> b l h n", n=self.head_size)  # noqa: E731
+        heads = lambda z: rearrange(z, "b l (h n) -> b l h n", n=self.n)  # noqa: E731
         y, s = wkv6(
             heads(r), heads(k), heads(v), heads(-jnp.exp(w.astype(jnp.float32))),
             self.time_faaaa, state.wkv, impl=self.impl,
@@ -145,7 +150,7 @@ class RWKV6TimeMix(nn.Module):
         return self.prefill(self.init_state(x.shape[0]), x)[1]
 
     def init_state(self, batch_size: int) -> RWKV6State:
-        n = self.head_size
+        n = self.n
         return RWKV6State(
             shift=jnp.zeros((batch_size, self.d_model), jnp.float32),
             wkv=jnp.zeros((batch_size, self.n_heads, n, n), jnp.float32),
