@@ -54,10 +54,15 @@ def test_rg_lru_is_griffin_eqs_3_4():
     np.testing.assert_allclose(h, expected_h, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["associative", "chunked"])
 @pytest.mark.parametrize(
-    "dtype, length", [(jnp.float32, 1), (jnp.float32, 33), (jnp.bfloat16, 33)]
-)  # 33: several chunks of 8 and a partial one
+    "impl, dtype, length",
+    [
+        ("associative", jnp.float32, 33),
+        ("chunked", jnp.float32, 33),  # several chunks of 8 and a partial one
+        ("chunked", jnp.bfloat16, 33),
+        ("chunked", jnp.float32, 1),
+    ],
+)
 def test_rg_lru_impls_match_the_scan_reference(impl, dtype, length):
     (x, ig, rg, a, h0, reset), _ = inputs(length, dtype=dtype)
     options = {"chunk_size": 8} if impl == "chunked" else {}
