@@ -1,7 +1,8 @@
 """Flax Linen modules: mixers, blocks, backbones, heads and the registry.
 
 Public entry points: ``arch.ARCHS`` (the registry), ``arch.ArchSpec``,
-``arch.register``, ``arch.build``, ``arch.count_params`` and ``arch.param_rules``.
+``arch.register``, ``arch.build``, ``arch.count_params``, ``arch.state_size`` and
+``arch.param_rules``.
 They are loaded on first use, so that importing one mixer module does not import
 every other one.
 """
@@ -14,6 +15,7 @@ _EXPORTS = {
     "register": "arch.registry",
     "build": "arch.registry",
     "count_params": "arch.utils",
+    "state_size": "arch.utils",
     "param_rules": "arch.params",
 }
 _SUBMODULES = ("params", "protocol", "registry")  # arch.params.SSM works without an import

@@ -9,3 +9,30 @@ import numpy as np
 def count_params(params) -> int:
     """Number of scalars in a parameter pytree (``{"params": ...}`` or the inner dict)."""
     return int(sum(np.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(params)))
+
+
+def state_size(model) -> dict | None:
+    """The recurrent state one sequence carries: ``{"floats": all layers, "per_layer": the
+    mean per block}``, counted from ``init_state`` (complex numbers count 2; position
+    counters, which have no batch axis, do not count). None for a model without a
+    recurrent form (bidirectional, or a classifier head).
+
+    The Transformer's state is its KV cache at ``max_len``: it grows with the context,
+    which is the contrast this number exists to show (zoology's recall-vs-state plots).
+    """
+    from arch.protocol import NotCausalError
+
+    backbone = getattr(model, "backbone", model)
+    try:
+        shapes = jax.eval_shape(
+            lambda: backbone.init_with_output(jax.random.key(0), 1, method="init_state")[0]
+        )
+    except (NotCausalError, ValueError, AttributeError, TypeError):
+        return None  # no recurrent form (or a model without init_state)
+    floats = 0
+    for leaf in jax.tree_util.tree_leaves(shapes):
+        if len(leaf.shape) >= 1:  # per-sequence arrays have the batch axis (of size 1)
+            per_value = 2 if np.issubdtype(leaf.dtype, np.complexfloating) else 1
+            floats += int(np.prod(leaf.shape)) * per_value
+    n_layers = len(getattr(shapes, "layers", ())) or 1
+    return {"floats": floats, "per_layer": floats / n_layers}

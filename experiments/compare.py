@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from experiments import plots, tables
 from experiments.train import train
 
-COLUMNS = ("arch", "params", "accuracy", "loss", "steps_per_s", "wall_s")
+COLUMNS = ("arch", "params", "state_per_layer", "accuracy", "loss", "steps_per_s", "wall_s")
 
 
 def row(arch: str, results: dict) -> dict:
@@ -19,6 +19,8 @@ def row(arch: str, results: dict) -> dict:
     return {
         "arch": arch,
         "params": results.get("params"),
+        # floats one sequence carries per layer (the KV cache at max_len for attention)
+        "state_per_layer": (results.get("state") or {}).get("per_layer"),
         "accuracy": final.get("eval_accuracy"),
         "loss": final.get("eval_loss"),
         "steps_per_s": results.get("steps_per_s"),

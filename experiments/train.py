@@ -345,6 +345,7 @@ def train(config, workdir: str, *, model=None, task=None) -> dict:
             "final": last,
             "best": loop.best,
             "params": n_params,
+            "state": arch_state_size(model),  # floats per sequence; None: no recurrent form
             "wall_time_s": wall,
             "steps_per_s": loop.steps_per_s,
         }
@@ -355,6 +356,12 @@ def train(config, workdir: str, *, model=None, task=None) -> dict:
         ckpts.close()
         if writer is not None:
             writer.close()
+
+
+def arch_state_size(model) -> dict | None:
+    from arch.utils import state_size
+
+    return state_size(model)
 
 
 def _count_params(params) -> int:

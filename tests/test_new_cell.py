@@ -119,6 +119,7 @@ def test_compare_and_bench_by_name(toy, tmp_path):
     rows = compare(tiny_mqar(toy), [toy, "aft_simple"], str(tmp_path / "compare"))
     assert [r["arch"] for r in rows] == [toy, "aft_simple"]
     assert all(np.isfinite(r["loss"]) for r in rows)
+    assert rows[0]["state_per_layer"] > 0  # the recurrent state, counted from init_state
     with open(tmp_path / "compare" / toy / "results.json") as f:
         assert json.load(f)["config"]["arch"] == toy
     table = (tmp_path / "compare" / "comparison.md").read_text()

@@ -190,3 +190,18 @@ def test_transformer_block_halves_start_at_one_scale(channel):
         ("down", mlp["down"]["kernel"], out_std),
     ):
         np.testing.assert_allclose(np.std(w), std, rtol=0.1, err_msg=name)
+
+
+def test_state_size_counts_what_one_sequence_carries():
+    """Mamba: the conv window (d_conv - 1) x d_inner and h d_inner x d_state per layer;
+    attention: keys and values of max_len positions; none for a bidirectional model."""
+    mamba = arch.build("mamba", vocab_size=7, d_model=8, n_layers=3, d_state=4, d_conv=4)
+    assert arch.state_size(mamba) == {"floats": 3 * (3 * 16 + 16 * 4), "per_layer": 112.0}
+    tf = arch.build("transformer", vocab_size=7, d_model=8, n_layers=2, n_heads=2, max_len=16)
+    assert arch.state_size(tf)["per_layer"] == 2 * 16 * 8
+    s4d = arch.build("s4d", vocab_size=7, d_model=8, d_state=4)  # complex: 2 floats each
+    assert arch.state_size(s4d)["per_layer"] == 8 * 2 * 2
+    bidirectional = arch.build(
+        "s4d", vocab_size=7, head="classify", n_classes=2, bidirectional=True
+    )
+    assert arch.state_size(bidirectional) is None
