@@ -57,12 +57,10 @@ def test_rg_lru_is_griffin_eqs_3_4():
 @pytest.mark.parametrize(
     "impl, dtype, length",
     [
-        ("associative", jnp.float32, 33),
         ("chunked", jnp.float32, 33),  # several chunks of 8 and a partial one
         ("chunked", jnp.bfloat16, 33),
-        ("chunked", jnp.float32, 1),
     ],
-)
+)  # "associative" and length 1: tests/kernels/test_impls.py runs linear_scan over them
 def test_rg_lru_impls_match_the_scan_reference(impl, dtype, length):
     (x, ig, rg, a, h0, reset), _ = inputs(length, dtype=dtype)
     options = {"chunk_size": 8} if impl == "chunked" else {}

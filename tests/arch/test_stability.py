@@ -14,9 +14,22 @@ LENGTH = 4096
 QUADRATIC = {"transformer", "aft_full", "aft_local", "aft_conv"}
 
 
+# Their kernels have their own extreme-input tests (tests/kernels/test_wkv.py,
+# test_selective_scan.py, test_s4_kernels.py); here they only run with RUN_SLOW=1, to
+# keep the default suite within its time budget.
+KERNEL_TESTED = {"rwkv", "s4", "s4d", "mamba", "aft_simple"}
+
+
 def cases():
-    slow = pytest.mark.slow(reason="O(L^2) at L = 4096")
-    return [pytest.param(n, marks=[slow] if n in QUADRATIC else []) for n in sorted(arch.ARCHS)]
+    out = []
+    for name in sorted(arch.ARCHS):
+        marks = []
+        if name in QUADRATIC:
+            marks = [pytest.mark.slow(reason="O(L^2) at L = 4096")]
+        elif name in KERNEL_TESTED:
+            marks = [pytest.mark.slow(reason="its kernel's extreme-input test runs by default")]
+        out.append(pytest.param(name, marks=marks))
+    return out
 
 
 @pytest.mark.parametrize("name", cases())
