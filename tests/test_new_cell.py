@@ -181,7 +181,7 @@ def test_register_rejects_malformed_specs(toy):
     with pytest.raises(TypeError, match="field named init, which hides flax's Module"):
         arch.register("shadowing", arch.ArchSpec(Shadowing))
     with pytest.raises(ValueError, match="unknown channel mixer of 'bad'"):
-        arch.register("bad", arch.ArchSpec(ToyCell, channel="moe"))
+        arch.register("bad", arch.ArchSpec(ToyCell, channel="kan"))
     with pytest.raises(ValueError, match="unknown lra recipe field of 'bad' 'lr_decay'"):
         arch.register("bad", arch.ArchSpec(ToyCell, recipes={"lra": {"lr_decay": 1}}))
     assert not {"nostep", "bad", "shadowing"} & set(arch.ARCHS)
