@@ -100,6 +100,19 @@ def prefill_then_step(module: nn.Module, params: Any, x: jax.Array, split: int):
     return jnp.concatenate([y_head, y_tail], axis=1), state
 
 
+def form_differences(module: nn.Module, params: Any, x: jax.Array, split: int) -> dict[str, float]:
+    """How far the recurrent forms are from the parallel one: max |parallel - recurrent|
+    and max |parallel - prefill(x[:, :split]) then step|. Each form is jitted (compiling
+    them is faster than running them op by op)."""
+    parallel = jax.jit(module.apply)(params, x)
+    recurrent, _ = jax.jit(lambda p, x: recurrent_apply(module, p, x))(params, x)
+    prefilled, _ = jax.jit(lambda p, x: prefill_then_step(module, p, x, split))(params, x)
+    return {
+        "recurrent": max_abs_diff(parallel, recurrent),
+        "prefill_then_step": max_abs_diff(parallel, prefilled),
+    }
+
+
 def max_abs_diff(a: jax.Array, b: jax.Array) -> float:
     return float(jnp.max(jnp.abs(jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32))))
 

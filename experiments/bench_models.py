@@ -82,7 +82,8 @@ def bench_train(
         for length in lengths:
             model = _build(name, vocab, d_model, n_layers, max_len=length)
             tokens = jnp.zeros((batch, length), jnp.int32)
-            params = model.init(jax.random.key(0), tokens)
+            # jitted: op-by-op init compiles every op for every new length (seconds each)
+            params = jax.jit(model.init)(jax.random.key(0), tokens)
             tx = optax.adam(1e-3)
 
             def step(params, opt_state, tokens, model=model, tx=tx):
@@ -141,7 +142,7 @@ def bench_generate(
         for length in sorted(lengths):
             model = _build(name, vocab, d_model, n_layers, max_len=length)
             tokens = jnp.zeros((batch, 1), jnp.int32)
-            params = model.init(jax.random.key(0), tokens)
+            params = jax.jit(model.init)(jax.random.key(0), tokens)
             state = model.apply(params, batch, method="init_state")
             # The context already holds length - 1 tokens (arch/protocol.py: pos counts them).
             state = state._replace(pos=jnp.asarray(length - 1, jnp.int32))

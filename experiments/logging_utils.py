@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 
@@ -65,9 +66,28 @@ class MetricsWriter:
             self._tb = None
 
 
+def _import_summary_writer():
+    """tensorboardX's SummaryWriter, imported without PyTorch when PyTorch is not loaded yet.
+
+    tensorboardX imports torch (about 5 s) only to recognise torch tensors among the
+    values it is given; we give it Python floats. ``None`` in ``sys.modules`` makes that
+    optional import fail fast; it is removed again, so a later ``import torch`` works.
+    """
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+    else:
+        sys.modules["torch"] = None
+        try:
+            from tensorboardX import SummaryWriter
+        finally:
+            if sys.modules.get("torch", 0) is None:
+                del sys.modules["torch"]
+    return SummaryWriter
+
+
 def _tensorboard_writer(workdir: str):
     try:
-        from tensorboardX import SummaryWriter
+        writer_cls = _import_summary_writer()
     except ImportError:
         global _warned_no_tensorboard
         if _warned_no_tensorboard:
@@ -79,7 +99,7 @@ def _tensorboard_writer(workdir: str):
             stacklevel=3,
         )
         return None
-    return SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
+    return writer_cls(logdir=os.path.join(workdir, "tensorboard"))
 
 
 def progress_bar(total: int, initial: int, enabled: bool) -> tqdm.tqdm:

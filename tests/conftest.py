@@ -7,17 +7,38 @@ The suite compiles hundreds of tiny programs and runs each only a few times, so 
 LLVM optimisation is most of its time: the tests compile at optimisation level 0
 (about half the compile time, same float semantics), unless ``XLA_FLAGS`` already
 chooses a level. Subprocesses the tests start inherit it.
+
+The two xdist workers, the subprocesses (``run.py``) and the notebook kernels compile
+many of the same programs (eager ops above all), so they share JAX's persistent
+compilation cache: one directory per user in the temp dir, unless
+``JAX_COMPILATION_CACHE_DIR`` names another. Entries are keyed by the program, the JAX
+version and the flags, so a stale entry is never used for a different program.
 """
 
 import os
+import tempfile
 
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
 
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"subquadratic-tests-xla-cache-{os.getuid()}"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # tiny ops too
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 import jax  # noqa: E402  (after XLA_FLAGS: the backend reads it when it starts)
-import pytest
+import pytest  # noqa: E402
+
+# In case a plugin imported jax before this file set the environment.
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update(
+    "jax_persistent_cache_min_compile_time_secs",
+    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+)
 
 
 def pytest_collection_modifyitems(config, items):

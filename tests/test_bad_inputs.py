@@ -83,7 +83,7 @@ def test_api_errors_are_one_line(case):
 def test_token_ids_outside_the_vocabulary_are_refused():
     model = arch.build("s4d", vocab_size=8, d_model=8, n_layers=1)
     ok = jnp.zeros((1, 4), jnp.int32)
-    params = model.init(jax.random.key(0), ok)
+    params = jax.jit(model.init)(jax.random.key(0), ok)
     bad = ok.at[0, 2].set(8)
     _raises(ValueError, r"token id 8 is outside the vocabulary \[0, 8\)", model.apply, params, bad)
     _raises(ValueError, r"token id -1 is outside", model.apply, params, ok.at[0, 0].set(-1))
@@ -113,7 +113,7 @@ def test_training_data_outside_the_vocabulary_stops_the_run(tmp_path):
 
 def test_input_longer_than_max_len_is_refused():
     model = arch.build("transformer", vocab_size=8, d_model=8, n_layers=1, max_len=8)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
     _raises(ValueError, "length 9 exceeds max_len=8", model.apply, params, jnp.zeros((1, 9), int))
 
 
@@ -179,7 +179,7 @@ def test_malformed_multiplier_list():
 def test_stepping_past_max_len_is_never_silent(name):
     model = arch.build(name, vocab_size=8, d_model=8, n_layers=1, max_len=4)
     tokens = jnp.zeros((1, 4), jnp.int32)
-    params = model.init(jax.random.key(0), tokens)
+    params = jax.jit(model.init)(jax.random.key(0), tokens)
     state = model.apply(params, 1, method="init_state")
     state, _ = model.apply(params, state, tokens, method="prefill")  # the cache is full
     _raises(

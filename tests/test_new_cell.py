@@ -79,7 +79,7 @@ def test_registered_cell_keeps_the_protocol(toy):
     assert toy in arch.ARCHS and toy in registry.names(compare=True)
     model = arch.build(toy, vocab_size=11, d_model=8, n_layers=2)
     x = jax.random.randint(jax.random.key(0), (2, 7), 0, 11)
-    params = model.init(jax.random.key(1), x)
+    params = jax.jit(model.init)(jax.random.key(1), x)
     y = model.apply(params, x)
     y_rec, _ = protocol.recurrent_apply(model, params, x)
     y_pre, _ = protocol.prefill_then_step(model, params, x, split=3)
@@ -104,7 +104,7 @@ def test_train_by_name_uses_the_cells_own_rules(toy, tmp_path):
         trained = ckpts.load()["params"]["backbone"]["blocks_0"]["mixer"]
     finally:
         ckpts.close()
-    init = model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
+    init = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
     # The frozen rule reached the optimizer; the default-rule kernel did train.
     np.testing.assert_array_equal(trained["decay"], np.full(16, 0.5, np.float32))
     assert not np.allclose(

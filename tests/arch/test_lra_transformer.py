@@ -60,7 +60,7 @@ def test_fused_qkv_kernel_is_xavier_per_projection():
 def test_model_has_the_lra_parameters():
     model = arch.build("transformer", **LRA)
     tokens = jnp.ones((2, 6), jnp.int32)
-    params = model.init(jax.random.key(0), tokens)["params"]
+    params = jax.jit(model.init)(jax.random.key(0), tokens)["params"]
     backbone = params["backbone"]
     np.testing.assert_array_equal(backbone["cls"], 0.0)  # zero-initialised CLS vector
     mixer = backbone["blocks_0"]["mixer"]
@@ -76,7 +76,7 @@ def test_cls_output_is_what_the_head_reads():
     """The head sees the output at the CLS position: position 0 of the backbone's L+1."""
     model = arch.build("transformer", **LRA)
     tokens = jax.random.randint(jax.random.key(1), (2, 6), 0, 13)
-    variables = model.init(jax.random.key(0), tokens)
+    variables = jax.jit(model.init)(jax.random.key(0), tokens)
     h = model.apply(variables, tokens, method=lambda m, x: m.backbone(x))
     assert h.shape == (2, 7, 16)
     head = variables["params"]
@@ -97,7 +97,7 @@ def test_attention_dropout_is_unbiased_and_only_in_training():
 
     model = arch.build("transformer", **{**LRA, "attn_dropout": 0.5})
     tokens = jnp.ones((2, 6), jnp.int32)
-    variables = model.init(jax.random.key(0), tokens)
+    variables = jax.jit(model.init)(jax.random.key(0), tokens)
     plain = arch.build("transformer", **LRA)
     np.testing.assert_allclose(model.apply(variables, tokens), plain.apply(variables, tokens))
     trained = model.apply(variables, tokens, train=True, rngs={"dropout": jax.random.key(1)})

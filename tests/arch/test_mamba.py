@@ -16,7 +16,7 @@ from arch.mixers.mamba import Mamba
 def test_parallel_equals_recurrent(length, impl):
     mixer = Mamba(d_model=16, d_state=4, impl=impl)
     x = jax.random.normal(jax.random.key(0), (2, length, 16))
-    params = mixer.init(jax.random.key(1), x)
+    params = jax.jit(mixer.init)(jax.random.key(1), x)
     y = mixer.apply(params, x)
     y_rec, _ = protocol.recurrent_apply(mixer, params, x)
     np.testing.assert_allclose(y_rec, y, atol=1e-5, rtol=1e-5)
@@ -26,7 +26,7 @@ def test_parallel_equals_recurrent(length, impl):
 
 def test_official_initialisation():
     mixer = Mamba(d_model=32, d_state=8, n_layers=4)
-    params = mixer.init(jax.random.key(0), jnp.zeros((1, 3, 32)))["params"]
+    params = jax.jit(mixer.init)(jax.random.key(0), jnp.zeros((1, 3, 32)))["params"]
     np.testing.assert_allclose(
         jnp.exp(params["A_log"]), np.tile(np.arange(1, 9), (64, 1)), rtol=1e-6
     )
@@ -54,7 +54,7 @@ def test_linear_inits_follow_the_official_code():
     (state-spaces/mamba mixer_seq_simple.py _init_weights, rescale_prenorm_residual)."""
     d, n_layers = 64, 4
     model = arch.build("mamba", vocab_size=11, d_model=d, n_layers=n_layers)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 3), jnp.int32))["params"]
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 3), jnp.int32))["params"]
     mixer = params["backbone"]["blocks_1"]["mixer"]
     for name, fan_in, scale in (
         ("in_proj", d, 1.0),

@@ -122,7 +122,7 @@ def test_converter_refuses_an_untied_head_and_other_models():
 
 def test_init_and_bad_options():
     m = Mamba2(64, n_layers=4, d_state=16, head_dim=32)
-    p = m.init(jax.random.key(0), jnp.zeros((1, 3, 64)))["params"]
+    p = jax.jit(m.init)(jax.random.key(0), jnp.zeros((1, 3, 64)))["params"]
     a = np.exp(np.asarray(p["A_log"]))
     assert 1 <= a.min() and a.max() <= 16  # A ~ U(1, 16) (mamba2.py A_init_range)
     dt = np.log1p(np.exp(np.asarray(p["dt_bias"])))

@@ -26,8 +26,8 @@ def tokens(batch, length, seed=0):
 def test_lm_parallel_equals_recurrent_and_prefill(name, length):
     model = tiny(name)
     x = tokens(2, length)
-    params = model.init(jax.random.key(1), x)
-    # Jitted: eager op-by-op dispatch of the three forms costs more than compiling them.
+    # Jitted: eager op-by-op dispatch costs more than compiling the whole program.
+    params = jax.jit(model.init)(jax.random.key(1), x)
     y = jax.jit(model.apply)(params, x)
     assert y.shape == (2, length, VOCAB)
     y_rec, _ = jax.jit(lambda p, x: protocol.recurrent_apply(model, p, x))(params, x)
@@ -64,7 +64,7 @@ def test_bidirectional_classifier_sees_the_future(name):
         pooling="cls",
     )
     x = tokens(2, 6)
-    params = model.init(jax.random.key(0), x)
+    params = jax.jit(model.init)(jax.random.key(0), x)
     out = model.apply(params, x)
     assert out.shape == (2, 3)
     # cls pooling reads position 0: a bidirectional model's output there depends on the end.
@@ -86,7 +86,7 @@ def test_causal_classifier_ignores_padding(pooling):
     )
     x = tokens(2, 8)
     mask = jnp.asarray([[1] * 5 + [0] * 3, [1] * 8], jnp.float32)
-    params = model.init(jax.random.key(0), x, mask)
+    params = jax.jit(model.init)(jax.random.key(0), x, mask)
     out = model.apply(params, x, mask)
     repadded = x.at[0, 5:].set(0)
     np.testing.assert_allclose(model.apply(params, repadded, mask), out, atol=1e-6)
@@ -103,7 +103,7 @@ def test_dual_encoder_combines_two_documents():
         bidirectional=True,
     )
     a, b = tokens(2, 6, 0), tokens(2, 6, 1)
-    params = model.init(jax.random.key(0), a, b)
+    params = jax.jit(model.init)(jax.random.key(0), a, b)
     out = model.apply(params, a, b)
     assert out.shape == (2, 2)
     assert not np.allclose(model.apply(params, b, a), out)  # [u, v, u*v, u-v] is ordered
@@ -112,7 +112,7 @@ def test_dual_encoder_combines_two_documents():
 def test_feature_inputs():
     model = arch.build("s4d", d_input=3, d_model=16, n_layers=1, head="classify", n_classes=2)
     x = jax.random.normal(jax.random.key(0), (2, 10, 3))
-    params = model.init(jax.random.key(0), x)
+    params = jax.jit(model.init)(jax.random.key(0), x)
     assert model.apply(params, x).shape == (2, 2)
     with pytest.raises(ValueError, match="d_input=3"):
         model.apply(params, x[..., :2])
@@ -142,7 +142,7 @@ def test_build_errors_are_one_clear_sentence(kwargs, message):
 
 def test_call_time_errors():
     model = tiny("transformer")
-    params = model.init(jax.random.key(0), tokens(1, 4))
+    params = jax.jit(model.init)(jax.random.key(0), tokens(1, 4))
     with pytest.raises(ValueError, match="integer array"):
         model.apply(params, jnp.zeros((1, 4), jnp.float32))
     with pytest.raises(ValueError, match=r"\[batch, length\]"):
@@ -167,7 +167,7 @@ def test_step_on_a_bidirectional_model_is_refused():
     )
     backbone = model.backbone
     x = tokens(1, 4)
-    params = model.init(jax.random.key(0), x)
+    params = jax.jit(model.init)(jax.random.key(0), x)
     with pytest.raises(protocol.NotCausalError, match="bidirectional"):
         backbone.apply({"params": params["params"]["backbone"]}, 1, method="init_state")
 
@@ -180,7 +180,7 @@ def test_transformer_block_halves_start_at_one_scale(channel):
     model = arch.build(
         "transformer", vocab_size=VOCAB, d_model=64, n_layers=n_layers, channel=channel
     )
-    params = model.init(jax.random.key(0), tokens(1, 4))["params"]["backbone"]["blocks_0"]
+    params = jax.jit(model.init)(jax.random.key(0), tokens(1, 4))["params"]["backbone"]["blocks_0"]
     out_std = 0.02 / np.sqrt(2 * n_layers)
     mixer, mlp = params["mixer"], params["channel_mixer"]
     for name, w, std in (

@@ -65,7 +65,7 @@ def test_prediction_ignores_the_padding_after_the_example(name, bidirectional, o
     real = jax.random.randint(jax.random.key(1), (2, REAL), 0, VOCAB)
     short, short_mask = padded(real, 8, seed=2)
     long, long_mask = padded(real, 13, seed=3)
-    params = model.init(jax.random.key(0), short, short_mask)
+    params = jax.jit(model.init)(jax.random.key(0), short, short_mask)
     # Perturb every parameter: biases and gains that start at zero would hide a leak.
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(4), len(leaves))

@@ -138,7 +138,7 @@ def test_block_matches_transformers_recurrent_block():
 
 def test_init_follows_recurrentgemma():
     block = RGLRUBlock(64, n_layers=4, n_heads=2)
-    params = block.init(jax.random.key(0), jnp.zeros((1, 3, 64)))["params"]
+    params = jax.jit(block.init)(jax.random.key(0), jnp.zeros((1, 3, 64)))["params"]
     a = np.exp(-np.logaddexp(0.0, np.asarray(params["a_param"])))
     assert 0.9 <= a.min() and a.max() <= 0.999  # a in [0.9, 0.999]
     np.testing.assert_allclose(params["linear_x"]["kernel"].std(), 64**-0.5, rtol=0.1)
@@ -148,7 +148,7 @@ def test_init_follows_recurrentgemma():
 
 def test_hawk_is_registered_with_griffins_block_layout():
     model = arch.build("hawk", vocab_size=7, d_model=8, n_layers=1)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 3), jnp.int32))["params"]
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 3), jnp.int32))["params"]
     block = params["backbone"]["blocks_0"]
     assert set(block["norm1"]) == {"scale"}  # RMSNorm
     assert block["channel_mixer"]["gate"]["kernel"].shape == (8, 24)  # GeGLU, expansion 3

@@ -72,7 +72,7 @@ def test_inits_follow_rwkv_lm():
     (gain 0.5 sqrt(vocab / d)); embedding U(+-1e-4)."""
     d, vocab = 16, 64
     model = arch.build("rwkv", vocab_size=vocab, d_model=d, n_layers=2)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 3), jnp.int32))["params"]
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 3), jnp.int32))["params"]
     block = params["backbone"]["blocks_1"]
     for module, name in (
         ("mixer", "key"),

@@ -72,7 +72,7 @@ def flat(tree, prefix=""):
 def test_time_mix_is_finchs_equations():
     module = RWKV6TimeMix(D, layer_id=1, n_layers=3, head_size=HEAD)
     x = np.random.default_rng(0).normal(size=(2, LENGTH, D)).astype(np.float32)
-    variables = module.init(jax.random.key(0), jnp.asarray(x))
+    variables = jax.jit(module.init)(jax.random.key(0), jnp.asarray(x))
     leaves, tree = jax.tree.flatten(variables)  # every tensor random, not left at its init
     keys = jax.random.split(jax.random.key(1), len(leaves))
     variables = jax.tree.unflatten(
@@ -120,7 +120,7 @@ def test_chunked_wkv6_matches_the_scan_reference(dtype, length):
 def test_init_and_rules_follow_rwkv_lm():
     model = arch.build("rwkv6", vocab_size=7, d_model=64, n_layers=4, head_size=16)
     tokens = jnp.zeros((1, 3), jnp.int32)
-    params = model.init(jax.random.key(0), tokens)["params"]["backbone"]["blocks_1"]
+    params = jax.jit(model.init)(jax.random.key(0), tokens)["params"]["backbone"]["blocks_1"]
     mix = params["mixer"]
     np.testing.assert_array_equal(mix["output"]["kernel"], 0.0)  # att.output zero
     np.testing.assert_array_equal(mix["time_maa_w1"], 0.0)

@@ -46,7 +46,7 @@ def numpy_s5(p, u, causal=True, bilinear=False):
 
 
 def random_params(module, u, seed=0):
-    variables = module.init(jax.random.key(seed), u)
+    variables = jax.jit(module.init)(jax.random.key(seed), u)
     leaves, tree = jax.tree.flatten(variables)
     keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
     return jax.tree.unflatten(
@@ -108,7 +108,7 @@ def test_hippo_n_blocks_diagonalise_the_normal_part_of_legs():
 
 def test_init_is_s5s():
     module = S5(H, d_state=STATE, blocks=2)
-    p = module.init(jax.random.key(0), jnp.zeros((1, 3, H)))["params"]
+    p = jax.jit(module.init)(jax.random.key(0), jnp.zeros((1, 3, H)))["params"]
     step = np.exp(np.asarray(p["log_step"]))
     assert 1e-3 <= step.min() and step.max() <= 0.1  # Delta log-uniform in [dt_min, dt_max]
     lam, v = hippo_n_blocks(STATE, 2)
