@@ -70,7 +70,10 @@ def _chunked(r, k, v, log_w, u, s0, *, chunk_size: int = 16):
 
 
 IMPLS = {"sequential": _sequential, "chunked": _chunked}
-AUTO = {"cpu": "sequential", "default": "chunked"}
+# Chunked everywhere: on CPU the scan's backward pass, which keeps an [N, N] state per
+# step, costs 3-12x the chunked one's (docs/benchmarks.md, "WKV-6 on CPU"); the scan's
+# forward is only 1.0-1.4x faster.
+AUTO = {"default": "chunked"}
 
 
 def wkv6(
