@@ -28,13 +28,18 @@ matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.tables import markdown, write_csv  # noqa: E402
-from kernels import linear_scan, selective_scan, wkv  # noqa: E402
+from kernels import linear_scan, selective_scan, ssd, wkv, wkv6  # noqa: E402
 
 _MODULES = {
     "linear_scan": (linear_scan, linear_scan.linear_scan),
     "wkv4": (wkv, wkv.wkv4),
     "selective_scan": (selective_scan, selective_scan.selective_scan),
+    "wkv6": (wkv6, wkv6.wkv6),
+    "ssd": (ssd, ssd.ssd),
 }
+# Head widths of the matrix-state kernels: ``channels`` is split into heads of this size
+# (RWKV-6's head_size_a 64; Mamba-2's headdim 64), or one head when channels is smaller.
+HEAD_SIZE = 64
 KERNELS = tuple(_MODULES)
 COLUMNS = ("kernel", "impl", "length", "pass", "seconds", "vs_sequential", "error")
 
@@ -57,6 +62,17 @@ def make_inputs(kernel: str, length: int, batch: int, channels: int, d_state: in
         w = -jnp.exp(jax.random.normal(k1, (channels,)))
         u = jax.random.normal(k2, (channels,))
         return (w, u, jax.random.normal(k3, shape), jax.random.normal(k4, shape))
+    heads = max(1, channels // HEAD_SIZE)
+    split = (batch, length, heads, channels // heads)
+    if kernel == "wkv6":  # r, k, v, log w <= 0, u
+        r, k, v = jax.random.normal(k1, (3, *split))
+        log_w = -jnp.exp(jax.random.normal(k2, split) - 1.0)
+        return (r, k, v, log_w, jax.random.normal(k3, split[2:]))
+    if kernel == "ssd":  # x, dt, A < 0, B, C (one group)
+        b_c = jax.random.normal(k2, (2, batch, length, 1, d_state))
+        dt = jax.nn.softplus(jax.random.normal(k3, split[:3]) - 2.0)
+        a = -jnp.exp(jax.random.normal(k4, (heads,)))
+        return (jax.random.normal(k1, split), dt, a, b_c[0], b_c[1])
     a = -jnp.exp(jax.random.normal(k1, (channels, d_state)))
     b_c = jax.random.normal(k2, (2, batch, length, d_state))
     u = jax.random.normal(k3, shape)

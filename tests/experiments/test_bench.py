@@ -28,6 +28,27 @@ def test_tiny_bench_writes_csv_and_png(tmp_path, capsys):
     assert "selective_scan" in capsys.readouterr().out
 
 
+def test_matrix_state_kernels_are_benchmarked(tmp_path):
+    rows = bench_kernels(
+        [8],
+        None,
+        str(tmp_path),
+        kernels=("wkv6", "ssd"),
+        batch=1,
+        channels=4,
+        d_state=2,
+        passes=("forward", "backward"),
+        repeats=1,
+    )
+    assert {(r["kernel"], r["impl"], r["pass"]) for r in rows} == {
+        (k, i, p)
+        for k in ("wkv6", "ssd")
+        for i in ("sequential", "chunked")
+        for p in ("forward", "backward")
+    }
+    assert all(r["seconds"] > 0 for r in rows), [r.get("error") for r in rows]
+
+
 def test_bench_rejects_unknown_impl(tmp_path):
     with pytest.raises(ValueError, match="unknown impl"):
         bench_kernels([4], ["nope"], str(tmp_path), kernels=["wkv4"], repeats=1)
