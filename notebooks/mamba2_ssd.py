@@ -129,11 +129,7 @@ print("recurrent state, floats per sequence:", arch.state_size(model))
 # ## A short training curve (MQAR, the default job's task)
 
 # %%
-config = mqar.get_config("mamba2")
-if SMOKE:
-    config.model.d_model, config.model.n_layers = 32, 1
-    config.train.steps, config.train.eval_every, config.train.log_every = 4, 4, 2
-    config.train.eval_steps, config.train.progress = 1, False
+config = mqar.get_config("mamba2,smoke" if SMOKE else "mamba2")  # smoke: the CI size
 run_dir = os.path.join(WORKDIR, "mamba2")
 results = train(config, run_dir)
 print("final:", results["final"])

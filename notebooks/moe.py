@@ -129,11 +129,7 @@ assert max(gaps.values()) < 1e-4
 # `moe_max_expert_fraction` (1/E when balanced) and `moe_dropped`.
 
 # %%
-config = mqar.get_config("moe_mamba")
-if SMOKE:
-    config.model.d_model, config.model.n_layers = 32, 1
-    config.train.steps, config.train.eval_every, config.train.log_every = 4, 4, 2
-    config.train.eval_steps, config.train.progress = 1, False
+config = mqar.get_config("moe_mamba,smoke" if SMOKE else "moe_mamba")  # smoke: the CI size
 run_dir = os.path.join(WORKDIR, "moe_mamba")
 results = train(config, run_dir)
 print("final:", results["final"])

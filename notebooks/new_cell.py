@@ -129,10 +129,8 @@ assert max(gaps.values()) < 1e-5
 # ## Train it by name, on its own and beside built-in architectures (the one loop)
 
 # %%
-config = mqar.get_config("mingru")  # the config file accepts the registered name
-if SMOKE:
-    config.train.steps, config.train.eval_every, config.train.log_every = 4, 4, 2
-    config.train.eval_steps, config.train.progress = 1, False
+# The config file accepts the registered name (",smoke": the size CI runs).
+config = mqar.get_config("mingru,smoke" if SMOKE else "mingru")
 results = train(config, os.path.join(WORKDIR, "compare", "mingru"))
 print("mingru:", results["final"])
 

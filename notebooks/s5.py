@@ -128,11 +128,7 @@ print("recurrent state, floats per sequence:", arch.state_size(model))
 # The LRA recipes of the paper are `configs/lra/<task>.py:s5` (`arch.lra_recipes.S5`).
 
 # %%
-config = mqar.get_config("s5")
-if SMOKE:
-    config.model.d_model, config.model.n_layers = 32, 1
-    config.train.steps, config.train.eval_every, config.train.log_every = 4, 4, 2
-    config.train.eval_steps, config.train.progress = 1, False
+config = mqar.get_config("s5,smoke" if SMOKE else "s5")  # smoke: the CI size
 run_dir = os.path.join(WORKDIR, "s5")
 results = train(config, run_dir)
 print("final:", results["final"])

@@ -159,3 +159,15 @@ def test_lra_config_docstrings_carry_the_published_numbers(index, task):
     for row in sorted(rows - {None}):
         value = lra_table.PUBLISHED[row][0][index]
         assert f"{row} {'fail' if value is None else f'{value:.2f}'}" in doc, (task, row)
+
+
+def test_mqar_smoke_variant_is_tiny_and_a_wrong_variant_is_named():
+    from configs.synthetic import mqar
+
+    full, smoke = mqar.get_config("rwkv6"), mqar.get_config("rwkv6,smoke")
+    assert smoke.arch == full.arch == "rwkv6"
+    assert (smoke.model.d_model, smoke.model.n_layers, smoke.train.steps) == (32, 1, 4)
+    assert smoke.task.to_dict() == full.task.to_dict()  # the same task, only smaller
+    assert mqar.get_config(None).arch == "mamba"
+    with pytest.raises(ValueError, match="variant in smoke"):
+        mqar.get_config("rwkv6,huge")

@@ -4,14 +4,23 @@
     python run.py compare --config configs/synthetic/mqar.py --archs transformer,rwkv,mamba
 
 This is also the config of `python run.py` (no arguments). The argument after ':' is
-any name of arch.ARCHS.
+any name of arch.ARCHS, optionally followed by ",smoke": a few seconds of training at
+width 32 with one layer (what the notebooks run in CI), e.g. `mqar.py:rwkv6,smoke`.
 """
 
 from configs.common import with_arch
 
+VARIANTS = ("smoke",)
 
-def get_config(arch=None):
-    config = with_arch(arch)
+
+def get_config(arg=None):
+    arch, _, variant = (arg or "").partition(",")
+    if variant and variant not in VARIANTS:
+        raise ValueError(
+            f"config argument {arg!r}: expected 'arch' or 'arch,variant' with variant in "
+            f"{', '.join(VARIANTS)}"
+        )
+    config = with_arch(arch or None)
     config.task.name = "mqar"
     # Small enough that every family trains in well under a minute on 2 CPU cores;
     # raise vocab_size / seq_len / num_kv_pairs (zoology: 8192 / 64-512 / 4-64) for the
@@ -31,4 +40,8 @@ def get_config(arch=None):
     config.train.log_every = 25
     config.train.eval_every = 150
     config.train.checkpoint_every = 300
+    if variant == "smoke":
+        config.model.d_model, config.model.n_layers = 32, 1
+        config.train.steps, config.train.eval_every, config.train.log_every = 4, 4, 2
+        config.train.eval_steps, config.train.progress = 1, False
     return config
