@@ -22,6 +22,7 @@ from flax import linen as nn
 
 from arch import params
 from arch.blocks import Block, BlockState, make_norm
+from arch.protocol import NoRecurrentFormError
 from arch.validate import check_inputs
 
 POS_EMBS = ("none", "learned", "sinusoidal")
@@ -135,7 +136,7 @@ class Backbone(nn.Module):
 
     def _recurrent(self, what: str):
         if self.cls_token:
-            raise ValueError(
+            raise NoRecurrentFormError(
                 f"Backbone.{what}: a backbone with cls_token=True reads whole sequences "
                 "(classification); build it without cls_token to step or prefill"
             )

@@ -59,7 +59,11 @@ class NoState(NamedTuple):
     """The state of a mixer that keeps nothing between tokens (an empty pytree)."""
 
 
-class NotCausalError(ValueError):
+class NoRecurrentFormError(ValueError):
+    """A recurrent method (init_state, step, prefill) was called on a model without one."""
+
+
+class NotCausalError(NoRecurrentFormError):
     """A recurrent method was called on a bidirectional mixer."""
 
 
