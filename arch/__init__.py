@@ -13,7 +13,7 @@ _EXPORTS = {
     "ARCHS": "arch.registry",
     "ArchSpec": "arch.registry",
     "register": "arch.registry",
-    "build": "arch.registry",
+    "build": "arch.factory",
     "count_params": "arch.utils",
     "state_size": "arch.utils",
     "param_rules": "arch.params",

@@ -1,4 +1,4 @@
-"""The explicit registry of architectures, ``register`` and ``build``.
+"""The explicit registry of architectures and ``register`` (``build``: arch/factory.py).
 
 ``ARCHS`` maps a name to an ``ArchSpec``: everything per-architecture lives there (the
 sequence mixer class and its default options, the block layout the published
@@ -6,25 +6,20 @@ architecture uses, whether it is in the default comparison and benchmarks, and i
 training-recipe defaults per task family). Every other list of architectures in the
 project is derived from ``ARCHS``. A new cell, in ``arch/`` or in a notebook, is one
 ``register(name, ArchSpec(MyMixer, ...))`` call; the configs, ``train``, ``compare``,
-``bench`` and the protocol tests then find it by name. ``build`` turns a name plus
-options into a Flax module; bad options fail here, with a sentence.
+``bench`` and the protocol tests then find it by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
-import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from flax import linen as nn
 
 from arch import lra_recipes
-from arch.backbone import Backbone
 from arch.channel import GLU, MLP
-from arch.heads import POOLINGS, Classifier, DualEncoder, LanguageModel
 from arch.mixers import rwkv
 from arch.mixers.aft import AFTConv, AFTFull, AFTLocal, AFTSimple
 from arch.mixers.attention import Attention
@@ -45,7 +40,6 @@ CHANNEL_MIXERS: dict[str, type[nn.Module] | None] = {
     "moe": MoE,
     "none": None,
 }
-HEADS = ("lm", "classify", "retrieval")
 NORMS = ("layer", "rms")
 
 
@@ -146,15 +140,15 @@ class ArchSpec:
                 "field), so its __call__ must take mask=None (arch/protocol.py, Padding)"
             )
         if self.channel not in CHANNEL_MIXERS:
-            raise _unknown(f"channel mixer of {name!r}", self.channel, CHANNEL_MIXERS)
+            raise unknown_error(f"channel mixer of {name!r}", self.channel, CHANNEL_MIXERS)
         if self.norm not in NORMS:
-            raise _unknown(f"norm of {name!r}", self.norm, NORMS)
+            raise unknown_error(f"norm of {name!r}", self.norm, NORMS)
         for family, recipe in self.recipes.items():
             if family not in RECIPE_FIELDS:
-                raise _unknown(f"recipe family of {name!r}", family, RECIPE_FIELDS)
+                raise unknown_error(f"recipe family of {name!r}", family, RECIPE_FIELDS)
             unknown = set(recipe) - set(RECIPE_FIELDS[family])
             if unknown:
-                raise _unknown(
+                raise unknown_error(
                     f"{family} recipe field of {name!r}", min(unknown), RECIPE_FIELDS[family]
                 )
 
@@ -362,7 +356,7 @@ def unregister(name: str) -> None:
 def get(name: str) -> ArchSpec:
     """The spec of ``name``; an unknown name is an error listing the registered ones."""
     if name not in ARCHS:
-        raise _unknown("architecture", name, ARCHS)
+        raise unknown_error("architecture", name, ARCHS)
     return ARCHS[name]
 
 
@@ -373,167 +367,9 @@ def names(*, compare: bool = False, bench: bool = False) -> list[str]:
     ]
 
 
-def _positive_int(value) -> bool:
-    if isinstance(value, bool):
-        return False
-    try:
-        return operator.index(value) >= 1
-    except TypeError:
-        return False
-
-
-def _unknown(what: str, name: str, valid) -> ValueError:
+def unknown_error(what: str, name: str, valid) -> ValueError:
     return ValueError(f"unknown {what} {name!r}; valid: {', '.join(sorted(valid))}")
 
 
 def field_names(module_cls: type[nn.Module]) -> set[str]:
     return {f.name for f in dataclasses.fields(module_cls)} - {"parent", "name"}
-
-
-def build(
-    name: str | ArchSpec,
-    *,
-    vocab_size: int | None = None,
-    d_input: int | None = None,
-    d_model: int = 64,
-    n_layers: int = 2,
-    head: str = "lm",
-    n_classes: int | None = None,
-    pooling: str = "mean",
-    bidirectional: bool = False,
-    dropout: float = 0.0,
-    max_len: int = 2048,
-    norm: str | None = None,
-    prenorm: bool | None = None,
-    channel: str | None = None,
-    norm_eps: float = 1e-5,
-    pos_emb: str = "none",
-    cls_token: bool = False,
-    head_mlp: int | None = None,
-    embed_dropout: float = 0.0,
-    embed_std: float | None = None,
-    channel_options: Mapping[str, Any] | None = None,
-    **mixer_options: Any,
-) -> nn.Module:
-    """Build architecture ``name`` (a key of ``ARCHS``, or an ``ArchSpec``) with a head.
-
-    ``pos_emb`` ("learned" or "sinusoidal") adds absolute positions (up to ``max_len``)
-    to the embedding, for any mixer. Classifier options (the LRA Transformer's):
-    ``cls_token`` prepends a learned CLS vector (read with ``pooling="cls"``),
-    ``head_mlp`` puts a hidden ReLU layer of that width in the head. ``embed_dropout``
-    drops the embedded inputs, ``embed_std`` replaces the embedding init by N(0, std^2),
-    ``channel_options`` go to the channel mixer (e.g. ``{"expand": 2}``).
-    ``mixer_options`` go to the sequence mixer (e.g. ``n_heads`` for transformer,
-    ``d_state`` for s4/mamba); an option the mixer does not have is an error that lists
-    the ones it has.
-    """
-    if isinstance(name, ArchSpec):  # a spec not (yet) registered
-        spec, name = name, name.mixer.__name__
-        spec.validate(name)
-    else:
-        spec = get(name)
-    for field, value in (
-        ("d_model", d_model),
-        ("n_layers", n_layers),
-        ("max_len", max_len),
-        ("vocab_size", vocab_size),
-        ("d_input", d_input),
-    ):
-        if value is not None and not _positive_int(value):
-            raise ValueError(f"{field}={value!r} must be a positive int")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
-    if head not in HEADS:
-        raise _unknown("head", head, HEADS)
-    if pooling not in POOLINGS:
-        raise _unknown("pooling", pooling, POOLINGS)
-    if (vocab_size is None) == (d_input is None):
-        raise ValueError("give exactly one of vocab_size (token ids) or d_input (features)")
-    if head == "lm" and bidirectional:
-        raise ValueError(
-            "a language model must be causal: drop bidirectional=True or use head='classify'"
-        )
-    if head == "lm" and vocab_size is None:
-        raise ValueError("head='lm' needs vocab_size")
-    if head != "lm" and not n_classes:
-        raise ValueError(f"head={head!r} needs n_classes")
-    if head == "lm" and (cls_token or head_mlp):
-        raise ValueError("cls_token and head_mlp are classifier options: use head='classify'")
-    if cls_token and not bidirectional:
-        raise ValueError(
-            "cls_token=True needs bidirectional=True: a causal model's first position "
-            "sees nothing of the sequence (use pooling='last' instead)"
-        )
-    if head_mlp is not None and not _positive_int(head_mlp):
-        raise ValueError(f"head_mlp={head_mlp!r} must be a positive int (or None)")
-    if not 0.0 <= embed_dropout < 1.0:
-        raise ValueError(f"embed_dropout={embed_dropout!r} must be in [0, 1)")
-    if bidirectional and not spec.bidirectional_ok:
-        raise ValueError(
-            f"{name} has no bidirectional form; valid bidirectional archs: "
-            + ", ".join(n for n, s in ARCHS.items() if s.bidirectional_ok)
-        )
-    channel = spec.channel if channel is None else channel
-    if channel not in CHANNEL_MIXERS:
-        raise _unknown("channel mixer", channel, CHANNEL_MIXERS)
-
-    valid = field_names(spec.mixer)
-    options = {**spec.mixer_defaults, **mixer_options}
-    unknown = set(options) - valid
-    if unknown:
-        raise ValueError(
-            f"{name}: unknown option(s) {', '.join(sorted(unknown))}; "
-            f"the {spec.mixer.__name__} mixer takes: "
-            + ", ".join(sorted(valid - {"d_model", "layer_id", "n_layers"}))
-        )
-    if "max_len" in valid:  # a CLS vector makes every sequence one longer
-        options.setdefault("max_len", max_len + int(cls_token))
-    if "causal" in valid:
-        options["causal"] = not bidirectional
-    mixer_factory = functools.partial(spec.mixer, d_model=d_model, **options)
-    mixer_factory(layer_id=0, n_layers=n_layers)  # unbound: validates options now, not at init
-    channel_cls = CHANNEL_MIXERS[channel]
-    channel_options = {
-        **(spec.channel_defaults if channel == spec.channel else {}),
-        **(channel_options or {}),
-    }
-    if channel_options and channel_cls is None:
-        raise ValueError(f"channel_options given, but {name} has no channel mixer")
-    if channel_cls is not None:
-        unknown = set(channel_options) - (field_names(channel_cls) - {"d_model"})
-        if unknown:
-            raise ValueError(
-                f"{name}: unknown channel option(s) {', '.join(sorted(unknown))}; the "
-                f"{channel_cls.__name__} channel mixer takes: "
-                + ", ".join(sorted(field_names(channel_cls) - {"d_model", "layer_id", "n_layers"}))
-            )
-    channel_factory = (
-        None
-        if channel_cls is None
-        else functools.partial(channel_cls, d_model=d_model, **channel_options)
-    )
-
-    backbone = Backbone(
-        mixer_factory=mixer_factory,
-        channel_factory=channel_factory,
-        d_model=d_model,
-        n_layers=n_layers,
-        vocab_size=vocab_size,
-        d_input=d_input,
-        norm=spec.norm if norm is None else norm,
-        norm_eps=norm_eps,
-        prenorm=spec.prenorm if prenorm is None else prenorm,
-        dropout=dropout,
-        embed_norm=spec.embed_norm,
-        embed_init=spec.embed_init if embed_std is None else nn.initializers.normal(embed_std),
-        pos_emb=pos_emb,
-        max_len=max_len,
-        cls_token=cls_token,
-        embed_dropout=embed_dropout,
-    )
-    if head == "lm":
-        return LanguageModel(
-            backbone=backbone, tie_embeddings=spec.tie_embeddings, head_init=spec.head_init
-        )
-    head_cls = Classifier if head == "classify" else DualEncoder
-    return head_cls(backbone=backbone, n_classes=n_classes, pooling=pooling, head_mlp=head_mlp)
