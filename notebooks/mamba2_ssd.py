@@ -25,7 +25,7 @@
 # $$h_t = e^{\Delta_t A} h_{t-1} + \Delta_t\, x_t B_t^\top, \qquad
 #   y_t = h_t C_t + D x_t, \qquad h_t \in \mathbb{R}^{P \times N}.$$
 #
-# Unrolled, this is a masked "attention" with a decay matrix (the duality, eq. 16):
+# Unrolled, this is a masked "attention" with a decay matrix (the duality, sections 3-5):
 #
 # $$y = \big(L \circ C B^\top\big)(\Delta \cdot x) + D x, \qquad
 #   L_{ts} = \exp\Big(\sum_{s < r \le t} \Delta_r A\Big)\ (s \le t),\ 0\ \text{otherwise}.$$
