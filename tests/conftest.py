@@ -28,7 +28,6 @@ os.environ.setdefault(
     os.path.join(tempfile.gettempdir(), f"subquadratic-tests-xla-cache-{os.getuid()}"),
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # tiny ops too
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402  (after XLA_FLAGS: the backend reads it when it starts)
 import pytest  # noqa: E402

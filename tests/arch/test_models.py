@@ -206,13 +206,4 @@ def test_state_size_counts_what_one_sequence_carries():
         "s4d", vocab_size=7, head="classify", n_classes=2, bidirectional=True
     )
     assert arch.state_size(bidirectional) is None
-    cls = arch.build(
-        "transformer",
-        vocab_size=7,
-        head="classify",
-        n_classes=2,
-        cls_token=True,
-        bidirectional=True,
-    )
-    assert arch.state_size(cls) is None  # reads whole sequences: no recurrent form
     assert arch.state_size(nn.Dense(3)) is None  # not one of ours: nothing to count
