@@ -12,6 +12,8 @@ import os
 import re
 import sys
 
+from experiments.config import load_config_file
+
 DEFAULT_CONFIG = "configs/synthetic/mqar.py"
 DEFAULT_WORKDIR = "runs/compare"
 
@@ -73,19 +75,6 @@ def config_for_arch(flags, name: str):
     return override(config, changes)
 
 
-def load_config_file(spec: str):
-    """``path.py[:arg]`` -> ``get_config(arg)`` of that file, as ``--config`` loads it."""
-    import importlib.util
-
-    path, sep, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("_run_config", path)
-    if module_spec is None or not os.path.exists(path):
-        raise FileNotFoundError(f"config file {path} not found")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg) if sep else module.get_config()
-
-
 def command_line_overrides(flags) -> dict:
     """The ``--config.X=V`` values given on the command line, as ``{dotted: value}``.
 
@@ -116,13 +105,37 @@ def cmd_data(args, flags):
 
 
 def cmd_table(args, flags):
-    from experiments import lra_table
+    from experiments import lra_table, sweep_table
 
-    if len(args) != 2 or args[0] != "lra":
-        raise ValueError("usage: python run.py table lra <runs dir>")
+    if len(args) != 2 or args[0] not in ("lra", "sweep"):
+        raise ValueError("usage: python run.py table lra|sweep <runs dir>")
     out = flags.out or args[1]
-    print(lra_table.write_table(args[1], out=out))
-    print(f"written: lra_table.md, lra_table.csv and lra_curves.png (if any runs) in {out}")
+    if args[0] == "lra":
+        print(lra_table.write_table(args[1], out=out))
+        print(f"written: lra_table.md, lra_table.csv and lra_curves.png (if any runs) in {out}")
+    else:
+        print(sweep_table.write_table(args[1], out=out))
+        print(f"written: sweep_table.md, sweep_table.csv and sweep_*.png in {out}")
+
+
+def cmd_sweep(args, flags):
+    """Train every point of a sweep config's grid (skipping finished runs), then tabulate."""
+    from ml_collections import config_flags
+
+    from experiments import sweep, sweep_table
+
+    path = config_flags.get_config_filename(flags["config"]).partition(":")[0]
+    if "grid" not in flags.config:
+        raise ValueError(
+            f"{path} is a training config; run.py sweep needs a sweep config, e.g. "
+            "--config configs/sweeps/mqar_state.py (see configs/sweeps/)"
+        )
+    name = os.path.splitext(os.path.basename(path))[0]
+    root = flags.workdir or os.path.join("runs", "sweeps", name)
+    sweep.run_sweep(flags.config, root)
+    print()
+    print(sweep_table.write_table(root, out=flags.out or root))
+    print(f"\nruns in {root}/; table and plots: python run.py table sweep {root}")
 
 
 BENCH_LENGTHS = {  # CPU-sized defaults; pass --lengths for GPU-sized runs
@@ -163,6 +176,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "data": cmd_data,
     "table": cmd_table,
+    "sweep": cmd_sweep,
     "bench": cmd_bench,
 }
 
@@ -287,7 +301,7 @@ def parse_flags(argv: list[str], free: list[tuple[str, str]] = ()) -> list[str]:
     try:
         rest = absl_flags.FLAGS(argv)
         config = absl_flags.FLAGS.config  # config files load lazily: surface errors now
-        _ = config.arch
+        _ = config.get("arch")
         apply_free_form(config, free)
         return rest
     except (absl_flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError) as error:

@@ -9,6 +9,8 @@ Family/task configs (``configs/synthetic/*``, ``configs/lra/*``) start from
 from __future__ import annotations
 
 import copy
+import importlib.util
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -145,3 +147,14 @@ def _unknown_message(dotted: str, node) -> str:
     if not _is_dict(node):
         return f"unknown config key {dotted!r}: its parent is a value, not a dict"
     return f"unknown config key {dotted!r}; valid here: {', '.join(sorted(node.keys()))}"
+
+
+def load_config_file(spec: str):
+    """``path.py[:arg]`` -> ``get_config(arg)`` of that file, as ``--config`` loads it."""
+    path, sep, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("_run_config", path)
+    if module_spec is None or not os.path.exists(path):
+        raise FileNotFoundError(f"config file {path} not found")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if sep else module.get_config()

@@ -110,3 +110,47 @@ def lines(
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def sweep_lines(
+    rows: Sequence[dict],
+    *,
+    x: str,
+    fields: Sequence[str],
+    labels: Mapping[str, str],
+    panel: str | None,
+    metric: str,
+    path: str,
+) -> str:
+    """A sweep's metric against ``x`` (a swept field, or "state": floats per layer, log
+    axis), one panel per value of ``panel``, one line per arch (and any other swept field
+    that is not ``x``'s), error bars = std over seeds."""
+    # With x = state the model fields move the point along the state axis: not a line each.
+    along_x = {x} | ({f for f in fields if f.startswith("model.")} if x == "state" else set())
+    line_fields = [f for f in fields if f not in along_x and f != panel and f in rows[0]]
+    panels = sorted({r[panel] for r in rows}) if panel else [None]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
+    for ax, value in zip(axes[0], panels, strict=True):
+        series: dict[str, list[tuple[float, float, float]]] = {}
+        for r in rows:
+            if panel and r[panel] != value or r["mean"] is None or r.get(x) is None:
+                continue
+            label = ", ".join(
+                str(r[f]) if f == "arch" else f"{labels[f]}={r[f]}" for f in line_fields
+            )
+            series.setdefault(label, []).append((r[x], r["mean"], r["std"] or 0.0))
+        for label, points in sorted(series.items()):
+            xs, ys, errs = zip(*sorted(points), strict=True)
+            ax.errorbar(xs, ys, yerr=errs, marker="o", markersize=4, capsize=3, label=label)
+        if x == "state":
+            ax.set_xscale("log")
+        ax.set(
+            xlabel="recurrent state (floats per sequence per layer)"
+            if x == "state"
+            else labels.get(x, x),
+            ylabel=metric,
+            title=f"{labels[panel]} = {value}" if panel else "",
+        )
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    return _save(fig, path)
