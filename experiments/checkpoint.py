@@ -15,7 +15,9 @@ import warnings
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from orbax.checkpoint import checkpoint_managers as policies
 
 BEST_METRIC = "eval_loss"
@@ -170,13 +172,19 @@ class Checkpoints:
     def load(self, step: int | None = None) -> dict:
         """The raw saved state at ``step`` (default: latest) as nested dicts of arrays.
 
-        No target is needed (evaluation scripts, notebooks): ``load()["params"]``.
+        No target is needed (evaluation scripts, notebooks): ``load()["params"]``. Arrays
+        come back with the shardings they were saved with, or, when those devices are not
+        all here (a checkpoint of a multi-host run loaded on one host), replicated over
+        ``jax.devices()``.
         """
         step = self.manager.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
+        # Without a fallback, orbax refuses a saved sharding over other processes' devices.
+        everywhere = NamedSharding(Mesh(np.asarray(jax.devices()), ("all",)), PartitionSpec())
         restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(fallback_sharding=everywhere)),
         )
         return restored["state"]
 

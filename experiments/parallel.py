@@ -22,7 +22,12 @@ class ShardingError(ValueError):
 
 
 def init_distributed(dist_cfg) -> None:
-    """``jax.distributed.initialize`` from the config (None fields: auto-detected)."""
+    """``jax.distributed.initialize`` from the config (None fields: auto-detected).
+
+    Nothing else to set for CPU processes: JAX's cross-process CPU collectives default
+    to gloo over TCP (``jax_cpu_collectives_implementation``), which
+    ``tests/experiments/test_distributed.py`` runs with 2 local processes.
+    """
     if not dist_cfg.enabled or jax.distributed.is_initialized():
         return
     jax.distributed.initialize(
