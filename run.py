@@ -6,7 +6,9 @@
     python run.py eval --workdir runs/mqar_mamba --checkpoint best --split test  # read-only
     python run.py compare --config configs/synthetic/mqar.py --archs transformer,mamba
     python run.py data listops                      # prepare a data set (see `python run.py data`)
+    python run.py sweep --config configs/sweeps/mqar_state.py --config.workers=2  # grid x seeds
     python run.py table lra runs/lra                # ours beside the published numbers
+    python run.py table sweep runs/sweeps/mqar_state  # mean ± std over seeds, best lr, plots
     python run.py bench kernels --out runs/bench    # kernels | train | generate
 
 Add --traceback to see the full Python traceback of an error.
@@ -32,7 +34,7 @@ config_flags.DEFINE_config_file(
     "Config file[:arch] (big_vision style).",
     lock_config=True,
 )
-flags.DEFINE_string("workdir", None, "Run directory (train/eval) or output root (compare).")
+flags.DEFINE_string("workdir", None, "Run directory (train/eval) or output root (compare, sweep).")
 flags.DEFINE_list("archs", None, "Architectures for `compare` (default: one per family).")
 flags.DEFINE_string("data_dir", "data", "Where data sets are generated / looked for.")
 flags.DEFINE_string("out", None, "Output directory for `bench` and `table`.")

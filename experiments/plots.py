@@ -142,8 +142,9 @@ def sweep_lines(
         for label, points in sorted(series.items()):
             xs, ys, errs = zip(*sorted(points), strict=True)
             ax.errorbar(xs, ys, yerr=errs, marker="o", markersize=4, capsize=3, label=label)
-        if x == "state":
-            ax.set_xscale("log")
+        values = [r[x] for r in rows if isinstance(r.get(x), int | float) and r[x] > 0]
+        if x == "state" or (values and max(values) >= 10 * min(values)):
+            ax.set_xscale("log")  # state sizes and learning rates span decades
         ax.set(
             xlabel="recurrent state (floats per sequence per layer)"
             if x == "state"

@@ -189,6 +189,7 @@ def run_sweep(sweep, root: str) -> list[dict[str, Any]]:
     """Run every unfinished point of ``sweep`` under ``root`` with ``sweep.backend``."""
     from experiments import sweep_backends
 
+    sweep_backends.check(sweep)
     specs = expand(sweep, root)
     rundir.check_usable(root)
     _record(sweep, root, specs)

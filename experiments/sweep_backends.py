@@ -30,8 +30,6 @@ def _with_progress_off(specs: Sequence[RunSpec]) -> list[RunSpec]:
 def run_local(sweep, root: str, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
     """``workers`` runs at a time: 1 runs them here, in order; more uses spawned worker
     processes (not forked: XLA's thread pools do not survive a fork)."""
-    if sweep.workers < 1:
-        raise SweepError(f"workers = {sweep.workers}: give 1 or more")
     if sweep.workers == 1:
         outcomes = []
         for i, spec in enumerate(specs, 1):
@@ -135,9 +133,16 @@ BACKENDS: dict[str, Callable[..., list[dict[str, Any]]]] = {
 }
 
 
-def run(sweep, root: str, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
+def check(sweep) -> None:
+    """A backend name and worker count that exist, before anything is created."""
     if sweep.backend not in BACKENDS:
         raise SweepError(f"unknown backend {sweep.backend!r}; valid: {', '.join(BACKENDS)}")
+    if sweep.workers < 1:
+        raise SweepError(f"workers = {sweep.workers}: give 1 or more")
+
+
+def run(sweep, root: str, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
+    check(sweep)
     if not specs:
         return []
     return BACKENDS[sweep.backend](sweep, root, specs)

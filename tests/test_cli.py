@@ -29,7 +29,13 @@ def run(*args, cwd=ROOT):
         (["train"], "missing --workdir"),
         (["compare", "--archs", "gpt5"], "unknown architecture(s) gpt5; valid: aft_conv"),
         (["eval", "--workdir", "/nonexistent/run"], "config.json not found"),
-        (["table", "lra"], "usage: python run.py table lra <runs dir>"),
+        (["table", "lra"], "usage: python run.py table lra|sweep <runs dir>"),
+        (["table", "sweep", "/nonexistent/sweep"], "is not a directory; pass the sweep's"),
+        (["sweep"], "is a training config; run.py sweep needs a sweep config"),
+        (
+            ["sweep", "--config", "configs/sweeps/smoke.py", "--config.backend=slurmish"],
+            "unknown backend 'slurmish'; valid: local, ray, submitit",
+        ),
     ],
 )
 def test_user_errors_are_one_line(args, message, tmp_path):

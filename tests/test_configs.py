@@ -13,7 +13,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(
     p
     for p in glob.glob(os.path.join(ROOT, "configs", "*", "*.py"))
-    if not os.path.basename(p).startswith("_") and os.path.basename(p) != "common.py"
+    if not os.path.basename(p).startswith("_")
+    and os.path.basename(p) != "common.py"
+    # sweep configs describe grids of these configs; tests/experiments/test_sweep.py
+    # expands each of them
+    and os.path.basename(os.path.dirname(p)) != "sweeps"
 )
 
 

@@ -25,7 +25,7 @@ def get_config(arg=None):
     # Small enough that every family trains in well under a minute on 2 CPU cores;
     # raise vocab_size / seq_len / num_kv_pairs (zoology: 8192 / 64-512 / 4-64) for the
     # real thing on an accelerator.
-    config.task.options.vocab_size = 16
+    config.task.options.vocab_size = 64
     config.task.options.seq_len = 16
     config.task.options.num_kv_pairs = 2
     config.task.options.random_non_queries = False

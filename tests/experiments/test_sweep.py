@@ -47,6 +47,25 @@ def test_grid_expands_to_named_runs_with_fixed_fields(tmp_path):
     assert all(os.path.isabs(s.workdir) for s in specs)
 
 
+SWEEP_CONFIGS = sorted(
+    f for f in os.listdir(os.path.join(ROOT, "configs", "sweeps")) if not f.startswith("_")
+)
+
+
+@pytest.mark.parametrize("name", SWEEP_CONFIGS)
+def test_every_shipped_sweep_expands_to_configs_that_load(name, tmp_path):
+    config = load_config_file(os.path.join(ROOT, "configs", "sweeps", name))
+    specs = sweep.expand(config, str(tmp_path))
+    assert len(specs) == len(sweep.grid_points(config)) > 1
+    for spec in specs:  # every override is a real key with a value of the right type
+        run = spec.config()
+        for key, value in spec.overrides:
+            node = run
+            for part in key.split("."):
+                node = node[part]
+            assert node == value, (spec.name, key)
+
+
 def test_run_names_disambiguate_fields_sharing_a_last_component():
     name = sweep.run_name({"arch": "s4d", "model.d_state": 4, "task.options.d_state": 8})
     assert name == "s4d__model.d_state=4__task.options.d_state=8"
@@ -63,12 +82,29 @@ def test_run_names_disambiguate_fields_sharing_a_last_component():
         ({"grid.arch": ("rwkv", "nonesuch")}, "nonesuch"),
         ({"fixed.train.stepz": 3}, "stepz"),
         ({"grid.lr": 0.1}, "non-empty tuple"),
+        ({"workers": 0}, "workers = 0"),
     ],
 )
 def test_bad_sweep_configs_fail_before_anything_runs(tmp_path, changes, match):
     with pytest.raises(sweep.SweepError, match=match):
         sweep.run_sweep(_sweep(**changes), str(tmp_path / "s"))
     assert not os.path.exists(tmp_path / "s")
+
+
+def test_a_failing_run_is_reported_and_the_others_are_saved(tmp_path):
+    root = tmp_path / "s"
+    config = _sweep(**{"grid.arch": ("rwkv",)})
+    config.grid.model.d_model = (8,)
+    taken = root / "rwkv__d_model=8__seed=1"  # holds a run of another config
+    taken.mkdir(parents=True)
+    other = load_config_file(f"{ROOT}/configs/synthetic/mqar.py:mamba,smoke").to_dict()
+    rundir.write_json(str(taken / "config.json"), other)
+    with pytest.raises(sweep.SweepError, match=r"1 of 2 runs failed") as failure:
+        sweep.run_sweep(config, str(root))
+    assert "rwkv__d_model=8__seed=1: " in str(failure.value)
+    assert "different config" in str(failure.value)
+    assert (root / "rwkv__d_model=8__seed=0" / "results.json").exists()
+    assert json.load(open(taken / "config.json")) == json.loads(json.dumps(other))
 
 
 def _fake_run(root, name, arch, lr, seed, accuracy, state=100.0):
