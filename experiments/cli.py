@@ -20,7 +20,7 @@ DEFAULT_WORKDIR = "runs/compare"
 
 def cmd_compare(args, flags):
     from arch.registry import names
-    from experiments.compare import COLUMNS, compare
+    from experiments.compare import COLUMNS, caption, compare
     from experiments.tables import markdown
 
     # One architecture per family (ArchSpec.in_compare); `--archs` picks any of arch.ARCHS.
@@ -29,6 +29,8 @@ def cmd_compare(args, flags):
     rows = compare(lambda name: config_for_arch(flags, name), archs, workdir)
     print()
     print(markdown(rows, COLUMNS))
+    print()
+    print(caption(config_for_arch(flags, archs[-1])))
     print(f"\nruns, table and plots (learning_curves.png, accuracy.png) in {workdir}/")
 
 

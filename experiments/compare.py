@@ -11,13 +11,33 @@ from collections.abc import Sequence
 from experiments import plots, tables
 from experiments.train import train
 
-COLUMNS = ("arch", "params", "state_per_layer", "accuracy", "loss", "steps_per_s", "wall_s")
+COLUMNS = (
+    "arch",
+    "lr",
+    "params",
+    "state_per_layer",
+    "accuracy",
+    "loss",
+    "steps_per_s",
+    "wall_s",
+)
+
+
+def caption(config) -> str:
+    """What the table's columns measured, printed under it."""
+    return (
+        f"{config.task.name}, {config.train.steps} steps of batch {config.train.batch_size}: "
+        "accuracy and loss on the validation split after the last step; lr is each "
+        "arch's peak learning rate; state_per_layer is the recurrent state one sequence "
+        "carries per layer in floats (attention: its KV cache at the task's length)."
+    )
 
 
 def row(arch: str, results: dict) -> dict:
     final = results.get("final") or {}
     return {
         "arch": arch,
+        "lr": ((results.get("config") or {}).get("train") or {}).get("lr"),
         "params": results.get("params"),
         # floats one sequence carries per layer (the KV cache at max_len for attention)
         "state_per_layer": (results.get("state") or {}).get("per_layer"),
@@ -56,7 +76,7 @@ def compare(config, archs: Sequence[str], workdir: str) -> list[dict]:
         rows.append(row(name, train(cfg, run_dir)))
         runs[name] = run_dir
     os.makedirs(workdir, exist_ok=True)
-    text = tables.markdown(rows, COLUMNS)
+    text = tables.markdown(rows, COLUMNS) + "\n\n" + caption(cfg)
     with open(os.path.join(workdir, "comparison.md"), "w") as f:
         f.write(text + "\n")
     tables.write_csv(rows, COLUMNS, os.path.join(workdir, "comparison.csv"))

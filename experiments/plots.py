@@ -123,25 +123,32 @@ def sweep_lines(
     path: str,
 ) -> str:
     """A sweep's metric against ``x`` (a swept field, or "state": floats per layer, log
-    axis), one panel per value of ``panel``, one line per arch (and any other swept field
-    that is not ``x``'s), error bars = std over seeds."""
+    axis), one panel per value of ``panel``, one line per arch (and any other field in
+    ``fields`` that is not ``x``'s), error bars = std over seeds."""
     # With x = state the model fields move the point along the state axis: not a line each.
     along_x = {x} | ({f for f in fields if f.startswith("model.")} if x == "state" else set())
     line_fields = [f for f in fields if f not in along_x and f != panel and f in rows[0]]
     panels = sorted({r[panel] for r in rows}) if panel else [None]
+
+    def label_of(r):
+        return ", ".join(str(r[f]) if f == "arch" else f"{labels[f]}={r[f]}" for f in line_fields)
+
+    # One colour per line in every panel, so a line is the same arch across panels.
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colour = {lab: cycle[i % len(cycle)] for i, lab in enumerate(sorted(set(map(label_of, rows))))}
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
     for ax, value in zip(axes[0], panels, strict=True):
         series: dict[str, list[tuple[float, float, float]]] = {}
         for r in rows:
             if panel and r[panel] != value or r["mean"] is None or r.get(x) is None:
                 continue
-            label = ", ".join(
-                str(r[f]) if f == "arch" else f"{labels[f]}={r[f]}" for f in line_fields
-            )
-            series.setdefault(label, []).append((r[x], r["mean"], r["std"] or 0.0))
+            series.setdefault(label_of(r), []).append((r[x], r["mean"], r["std"] or 0.0))
         for label, points in sorted(series.items()):
             xs, ys, errs = zip(*sorted(points), strict=True)
-            ax.errorbar(xs, ys, yerr=errs, marker="o", markersize=4, capsize=3, label=label)
+            ax.errorbar(
+                xs, ys, yerr=errs, marker="o", markersize=4, capsize=3, label=label,
+                color=colour[label],
+            )  # fmt: skip
         values = [r[x] for r in rows if isinstance(r.get(x), int | float) and r[x] > 0]
         if x == "state" or (values and max(values) >= 10 * min(values)):
             ax.set_xscale("log")  # state sizes and learning rates span decades

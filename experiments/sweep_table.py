@@ -159,7 +159,8 @@ def write_table(root: str, out: str | None = None) -> str:
         plots.sweep_lines(
             rows,
             x=x,
-            fields=fields,
+            # a field chosen per cell (the best lr) is not a line of its own
+            fields=[f for f in fields if f == x or f not in options["select"]],
             labels=labels,
             panel=options["panel"] if options["panel"] in fields else None,
             metric=options["metric"],

@@ -120,9 +120,11 @@ def test_compare_and_bench_by_name(toy, tmp_path):
     assert [r["arch"] for r in rows] == [toy, "aft_simple"]
     assert all(np.isfinite(r["loss"]) for r in rows)
     assert rows[0]["state_per_layer"] > 0  # the recurrent state, counted from init_state
+    assert rows[0]["lr"] == tiny_mqar(toy).train.lr
     with open(tmp_path / "compare" / toy / "results.json") as f:
         assert json.load(f)["config"]["arch"] == toy
     table = (tmp_path / "compare" / "comparison.md").read_text()
+    assert "accuracy and loss on the validation split after the last step" in table
     again = compare(tiny_mqar(toy), [toy, "aft_simple"], str(tmp_path / "compare"))
     assert again == rows  # read back from results.json: nothing retrained
     assert (tmp_path / "compare" / "comparison.md").read_text() == table
