@@ -9,7 +9,7 @@
     python run.py sweep --config configs/sweeps/mqar_state.py --config.workers=2  # grid x seeds
     python run.py table lra runs/lra                # ours beside the published numbers
     python run.py table sweep runs/sweeps/mqar_state  # mean ± std over seeds, best lr, plots
-    python run.py bench kernels --out runs/bench    # kernels | train | generate
+    python run.py bench kernels --out runs/bench    # kernels | train | generate | throughput
 
 Add --traceback to see the full Python traceback of an error.
 """
@@ -41,7 +41,8 @@ flags.DEFINE_string("out", None, "Output directory for `bench` and `table`.")
 flags.DEFINE_integer("resolution", 32, "Pathfinder resolution for `data pathfinder`.")
 flags.DEFINE_string("difficulty", "curv_contour_length_14", "Pathfinder difficulty.")
 flags.DEFINE_integer("n_examples", None, "How many examples `data` generates (task default).")
-flags.DEFINE_list("lengths", None, "Sequence lengths for `bench`.")
+flags.DEFINE_list("lengths", None, "Sequence lengths for `bench` (the context for `throughput`).")
+flags.DEFINE_list("batches", None, "Batch sizes for `bench throughput` (default 1,4,16,64).")
 flags.DEFINE_enum("split", "val", ["val", "test"], "Split for `eval`.")
 flags.DEFINE_string("checkpoint", "best", "Checkpoint for `eval`: best, latest or a step.")
 flags.DEFINE_string("name", None, "Name of the `eval` result (eval/<name>.json).")

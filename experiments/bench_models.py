@@ -2,6 +2,7 @@
 
     python run.py bench train --lengths 1024,2048,4096 --out runs/bench/train
     python run.py bench generate --lengths 100,1000,10000 --out runs/bench/generate
+    python run.py bench throughput --batches 1,4,16,64 --lengths 1024
 
 Both build each architecture with ``arch.build`` at one size, time jitted calls after a
 warm-up (median of repeats, ``block_until_ready``), and report ratios measured side by
@@ -173,6 +174,60 @@ def bench_generate(
     )
     # The RWKV paper's figure: total time to generate the first N tokens.
     _plot(rows, "context", "cumulative_s", "cumulative seconds", out_dir, "generate_cumulative")
+    return rows
+
+
+def bench_throughput(
+    archs: Sequence[str],
+    batches: Sequence[int],
+    out_dir: str,
+    *,
+    contexts: Sequence[int] = (1024,),
+    d_model: int = 256,
+    n_layers: int = 4,
+    vocab: int = 256,
+    repeats: int = 10,
+) -> list[dict]:
+    """Decoding throughput against batch size, after ``context`` tokens (the Mamba
+    paper's inference-throughput comparison, Gu & Dao 2023, section 4.5).
+
+    One decode step of the whole batch is timed; tokens/s = batch / step time. The
+    Transformer's step reads its KV cache of ``context`` positions per sequence, a
+    recurrent model's step its fixed state; ``state_kib_per_seq`` is that memory per
+    sequence, which is what bounds the batch on an accelerator.
+    """
+    rows = []
+    for name in archs:
+        for context in contexts:
+            model = _build(name, vocab, d_model, n_layers, max_len=context)
+            params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
+            step = jax.jit(lambda p, s, t, model=model: model.apply(p, s, t, method="step"))
+            base = None
+            for batch in sorted(batches):
+                state = model.apply(params, batch, method="init_state")
+                # The context already holds context - 1 tokens (arch/protocol.py).
+                state = state._replace(pos=jnp.asarray(context - 1, jnp.int32))
+                tokens = jnp.zeros((batch,), jnp.int32)
+                seconds = time_call(step, (params, state, tokens), repeats)
+                per_seq = [x for x in jax.tree_util.tree_leaves(state) if np.ndim(x) >= 1]
+                tokens_per_s = batch / seconds
+                base = base or tokens_per_s
+                rows.append(
+                    {
+                        "arch": name,
+                        "context": context,
+                        "batch": batch,
+                        "ms_per_step": 1e3 * seconds,
+                        "tokens_per_s": tokens_per_s,
+                        "vs_batch_1": tokens_per_s / base,
+                        "state_kib_per_seq": sum(np.asarray(x).nbytes for x in per_seq)
+                        / batch
+                        / 1024,
+                    }
+                )
+    columns = ("arch", "context", "batch", "ms_per_step", "tokens_per_s", "vs_batch_1")
+    columns += ("state_kib_per_seq",)
+    _write(rows, columns, out_dir, "throughput_bench", "tokens/s", "batch", value="tokens_per_s")
     return rows
 
 

@@ -144,7 +144,9 @@ BENCH_LENGTHS = {  # CPU-sized defaults; pass --lengths for GPU-sized runs
     "kernels": [1024, 4096, 16384],
     "train": [1024, 2048, 4096, 8192, 16384],
     "generate": [100, 1000, 10000],
+    "throughput": [1024],  # the context the decode step follows
 }
+BENCH_BATCHES = [1, 4, 16, 64]
 
 
 def cmd_bench(args, flags):
@@ -167,8 +169,18 @@ def cmd_bench(args, flags):
         bench.bench_kernels(lengths, None, out, passes=("forward", "backward"))
     elif which == "train":
         bench_models.bench_train(archs, lengths, out)
-    else:
+    elif which == "generate":
         bench_models.bench_generate(archs, lengths, out)
+    else:
+        try:
+            batches = [int(x) for x in flags.batches] if flags.batches else BENCH_BATCHES
+        except ValueError:
+            raise ValueError(
+                f"--batches {','.join(flags.batches)}: give integers, e.g. 1,4,16"
+            ) from None
+        if not batches or min(batches) < 1:
+            raise ValueError(f"--batches {batches}: every batch size must be a positive integer")
+        bench_models.bench_throughput(archs, batches, out, contexts=lengths)
     print(f"CSV and PNG in {out}/")
 
 

@@ -36,6 +36,7 @@ def run(*args, cwd=ROOT):
             ["sweep", "--config", "configs/sweeps/smoke.py", "--config.backend=slurmish"],
             "unknown backend 'slurmish'; valid: local, ray, submitit",
         ),
+        (["bench", "throughput", "--batches", "0,4"], "every batch size must be a positive"),
     ],
 )
 def test_user_errors_are_one_line(args, message, tmp_path):

@@ -35,3 +35,20 @@ def test_train_benchmark_skips_what_does_not_fit(tmp_path):
         ["transformer"], [8], str(tmp_path), d_model=8, n_layers=1, repeats=1, budget=1
     )
     assert math.isnan(rows[0]["seconds"]) and rows[0]["temp_mib"] > 0
+
+
+def test_throughput_benchmark_counts_tokens_per_step(tmp_path):
+    rows = bench_models.bench_throughput(
+        ["rwkv", "transformer"], [2, 1], str(tmp_path), contexts=(8,), d_model=8, n_layers=1,
+        repeats=1,
+    )  # fmt: skip
+    assert [(r["arch"], r["batch"]) for r in rows] == [
+        ("rwkv", 1), ("rwkv", 2), ("transformer", 1), ("transformer", 2)
+    ]  # fmt: skip
+    for r in rows:
+        assert math.isclose(r["tokens_per_s"], r["batch"] / (r["ms_per_step"] / 1e3))
+    per_seq = {(r["arch"], r["batch"]): r["state_kib_per_seq"] for r in rows}
+    assert per_seq[("rwkv", 1)] == per_seq[("rwkv", 2)] > 0  # per sequence, not per batch
+    # an 8-position KV cache (2 x 8 x 8 floats) outweighs RWKV-4's 5 x 8 floats
+    assert per_seq[("transformer", 1)] > per_seq[("rwkv", 1)]
+    assert os.path.getsize(tmp_path / "throughput_bench.png") > 0
