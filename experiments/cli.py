@@ -149,20 +149,26 @@ BENCH_LENGTHS = {  # CPU-sized defaults; pass --lengths for GPU-sized runs
 BENCH_BATCHES = [1, 4, 16, 64]
 
 
+def _positive_ints(values, default, flag: str, what: str, example: str) -> list[int]:
+    """A list flag of positive integers (``default`` when not given), or one clear error."""
+    try:
+        out = [int(x) for x in values] if values else list(default)
+    except ValueError:
+        raise ValueError(f"{flag} {','.join(values)}: give integers, e.g. {example}") from None
+    if not out or min(out) < 1:
+        raise ValueError(f"{flag} {out}: every {what} must be a positive integer")
+    return out
+
+
 def cmd_bench(args, flags):
     from experiments import bench, bench_models
 
     which = args[0] if args else "kernels"
     if which not in BENCH_LENGTHS:
         raise ValueError(f"unknown benchmark {which!r}; valid: {', '.join(BENCH_LENGTHS)}")
-    try:
-        lengths = [int(x) for x in flags.lengths] if flags.lengths else BENCH_LENGTHS[which]
-    except ValueError:
-        raise ValueError(
-            f"--lengths {','.join(flags.lengths)}: give integers, e.g. 1024,4096"
-        ) from None
-    if not lengths or min(lengths) < 1:
-        raise ValueError(f"--lengths {lengths}: every length must be a positive integer")
+    lengths = _positive_ints(
+        flags.lengths, BENCH_LENGTHS[which], "--lengths", "length", "1024,4096"
+    )
     out = flags.out or os.path.join("runs", "bench", which)
     archs = flags.archs or bench_models.default_archs()
     if which == "kernels":
@@ -172,14 +178,7 @@ def cmd_bench(args, flags):
     elif which == "generate":
         bench_models.bench_generate(archs, lengths, out)
     else:
-        try:
-            batches = [int(x) for x in flags.batches] if flags.batches else BENCH_BATCHES
-        except ValueError:
-            raise ValueError(
-                f"--batches {','.join(flags.batches)}: give integers, e.g. 1,4,16"
-            ) from None
-        if not batches or min(batches) < 1:
-            raise ValueError(f"--batches {batches}: every batch size must be a positive integer")
+        batches = _positive_ints(flags.batches, BENCH_BATCHES, "--batches", "batch size", "1,4,16")
         bench_models.bench_throughput(archs, batches, out, contexts=lengths)
     print(f"CSV and PNG in {out}/")
 

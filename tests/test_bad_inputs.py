@@ -129,6 +129,8 @@ def test_bench_lengths_must_be_positive():
     _raises(ValueError, "every length must be a positive integer", cli.cmd_bench, ["train"], flags)
     flags.lengths = ["1k"]
     _raises(ValueError, "give integers", cli.cmd_bench, ["train"], flags)
+    flags.lengths, flags.batches = None, ["1", "x"]
+    _raises(ValueError, "--batches 1,x: give integers", cli.cmd_bench, ["throughput"], flags)
 
 
 def test_corrupt_listops_row_names_file_and_line(tmp_path):
