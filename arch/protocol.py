@@ -33,7 +33,8 @@ state                        fields
                              ``num, den, max``)
 ``mixers.rwkv.ShiftState``   ``shift``: RWKV's ChannelMix token shift
 ``mixers.mamba.MambaState``  ``conv`` (last ``d_conv - 1`` inputs), ``ssm`` ([B, E, N])
-``mixers.s4.S4State``        ``h``: the complex SSM state (S4, S4D)
+``mixers.s4.S4State``        ``h``: the complex SSM state (S4, S4D); S4 also carries
+                             ``C``, recovered from C~ once (``DERIVED``: not memory)
 ``mixers.attention.KVCache`` ``k, v`` ([B, max_len, H, Dh]), ``pos``
 ``mixers.aft.*``             AFT-simple: running ``(num, den, max)``; AFT-full: a cache;
                              AFT-local/conv: last keys/values plus a running sum, ``pos``

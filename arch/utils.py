@@ -11,6 +11,26 @@ def count_params(params) -> int:
     return int(sum(np.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(params)))
 
 
+def memory_leaves(state) -> list:
+    """The arrays of a state that are memory of the past: every leaf except the fields a
+    state type lists in ``DERIVED`` (values computed from the parameters and carried
+    only to save recomputing them, such as S4's C)."""
+
+    def strip(node):
+        if isinstance(node, tuple) and hasattr(node, "_fields"):  # a NamedTuple state
+            derived = getattr(type(node), "DERIVED", ())
+            return type(node)(
+                *(None if f in derived else strip(getattr(node, f)) for f in node._fields)
+            )
+        if isinstance(node, list | tuple):
+            return type(node)(strip(x) for x in node)
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items()}
+        return node
+
+    return jax.tree_util.tree_leaves(strip(state))
+
+
 def state_size(model) -> dict | None:
     """The recurrent state one sequence carries: ``{"floats": all layers, "per_layer": the
     mean per block}``, counted from ``init_state`` (complex numbers count 2; position
@@ -32,7 +52,7 @@ def state_size(model) -> dict | None:
     except NoRecurrentFormError:
         return None  # bidirectional, or a CLS-token classifier
     floats = 0
-    for leaf in jax.tree_util.tree_leaves(shapes):
+    for leaf in memory_leaves(shapes):
         if len(leaf.shape) >= 1:  # per-sequence arrays have the batch axis (of size 1)
             per_value = 2 if np.issubdtype(leaf.dtype, np.complexfloating) else 1
             floats += int(np.prod(leaf.shape)) * per_value

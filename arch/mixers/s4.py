@@ -73,9 +73,17 @@ C_RECOVERY_HORIZON = 2**30
 
 
 class S4State(NamedTuple):
-    """The recurrent state of S4 and S4D."""
+    """The recurrent state of S4 and S4D.
+
+    S4 also carries ``C``, recovered from the trained C~ once in ``init_state``: it is a
+    function of the parameters (dense N x N powers per channel, far costlier than a
+    step), not memory of the past, so ``arch.state_size`` does not count it (``DERIVED``).
+    """
 
     h: jax.Array  # [B, H, N/2] complex64: x_k of eq. 3, one of each conjugate pair
+    C: jax.Array | None = None  # [B, H, N/2] complex64: S4's C = C~ (I - dA^L)^-1; S4D: None
+
+    DERIVED = ("C",)
 
 
 def check_ssm_options(layer: nn.Module) -> None:
@@ -282,15 +290,19 @@ class S4(nn.Module):
         return gated_output(y, self.activation, self.drop, self.output_linear, train)
 
     def init_state(self, batch_size: int) -> S4State:
+        """Zero state, with C recovered once for every step that follows (computing it in
+        each step made decoding cost O(H N^3 log L) per token)."""
         require_causal(self, "init_state")
-        return S4State(jnp.zeros((batch_size, self.d_model, self.d_state // 2), jnp.complex64))
+        h = jnp.zeros((batch_size, self.d_model, self.d_state // 2), jnp.complex64)
+        return S4State(h, jnp.broadcast_to(self.C().astype(jnp.complex64), h.shape))
 
     def prefill(self, state: S4State, x):
         """h_k = dA h_{k-1} + dB u_k, y_k = 2 Re(C h_k) + D u_k (eq. 3), one step at a time
         (2 Re: the conjugate half of h; state-spaces/s4 ssm.py:1022)."""
         require_causal(self, "prefill")
         disc = self.discretise()
-        C = self.C()  # (H N/2), recovered from C~ once per call
+        # (B H N/2): from init_state; recovered here for a state built by hand without it
+        C = state.C if state.C is not None else jnp.broadcast_to(self.C(), state.h.shape)
 
         def recurrence(h, u_k):
             h = disc.dA(h) + disc.dB * u_k[..., None]  # (B H N/2)
@@ -298,8 +310,9 @@ class S4(nn.Module):
 
         u = rearrange(x.astype(jnp.float32), "b l h -> l b h")
         h, hs = jax.lax.scan(recurrence, state.h, u)  # (B H N/2), (L B H N/2)
-        y = 2.0 * jnp.einsum("hn,lbhn->blh", C, hs).real + self.D * x  # (B L H)
-        return S4State(h), gated_output(y, self.activation, self.drop, self.output_linear, False)
+        y = 2.0 * jnp.einsum("bhn,lbhn->blh", C, hs).real + self.D * x  # (B L H)
+        out = gated_output(y, self.activation, self.drop, self.output_linear, False)
+        return S4State(h, state.C), out
 
     def step(self, state: S4State, x_t):
         """One token: ``prefill``'s recurrence on a chunk of length 1."""

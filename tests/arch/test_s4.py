@@ -47,6 +47,23 @@ def test_parallel_equals_recurrent(cls, options, length):
     np.testing.assert_allclose(state_pre.h, state.h, atol=TOL, rtol=TOL)
 
 
+def test_s4_recovers_C_once_when_decoding_starts():
+    """init_state carries C = C~ (I - dA^L)^-1 so that no step recomputes it; a state
+    built without it (a hand-made S4State(h)) recovers C and gives the same output."""
+    layer = S4(d_model=8, d_state=8, max_len=16)
+    x = jax.random.normal(jax.random.key(0), (2, 3, 8))
+    params = jax.jit(layer.init)(jax.random.key(1), x)
+    state = layer.apply(params, 2, method="init_state")
+    C = layer.apply(params, method=lambda m: m.C())  # (H N/2)
+    np.testing.assert_allclose(state.C, jnp.broadcast_to(C, (2, 8, 4)), rtol=1e-6)
+    carried, y = layer.apply(params, state, x, method="prefill")
+    _, y_recovered = layer.apply(params, S4State(state.h), x, method="prefill")
+    np.testing.assert_allclose(y_recovered, y, atol=TOL, rtol=TOL)
+    assert carried.C is state.C or np.array_equal(carried.C, state.C)  # passed along
+    model = arch.build("s4", vocab_size=7, d_model=8, d_state=4, max_len=16)
+    assert arch.state_size(model)["per_layer"] == 8 * 2 * 2  # h only: C is not memory
+
+
 @pytest.mark.parametrize("cls", [S4, S4D])
 def test_bidirectional_sees_both_directions_and_has_no_step(cls):
     layer = cls(d_model=4, d_state=4, causal=False, **({"max_len": 8} if cls is S4 else {}))
