@@ -154,14 +154,13 @@ def bench_generate(
             else:
                 cumulative += 0.5 * (seconds + previous[1]) * (length - previous[0])
             previous = (length, seconds)
-            state_bytes = sum(np.asarray(x).nbytes for x in _memory_leaves(state))
             rows.append(
                 {
                     "arch": name,
                     "context": length,
                     "ms_per_token": 1e3 * seconds,
                     "cumulative_s": cumulative,
-                    "state_kib": state_bytes / 1024,
+                    "state_kib": _state_kib_per_seq(state, batch),
                 }
             )
     first = {}
@@ -209,7 +208,6 @@ def bench_throughput(
                 state = state._replace(pos=jnp.asarray(context - 1, jnp.int32))
                 tokens = jnp.zeros((batch,), jnp.int32)
                 seconds = time_call(step, (params, state, tokens), repeats)
-                per_seq = [x for x in _memory_leaves(state) if np.ndim(x) >= 1]
                 tokens_per_s = batch / seconds
                 base = base or tokens_per_s
                 rows.append(
@@ -220,9 +218,7 @@ def bench_throughput(
                         "ms_per_step": 1e3 * seconds,
                         "tokens_per_s": tokens_per_s,
                         "vs_batch_1": tokens_per_s / base,
-                        "state_kib_per_seq": sum(np.asarray(x).nbytes for x in per_seq)
-                        / batch
-                        / 1024,
+                        "state_kib_per_seq": _state_kib_per_seq(state, batch),
                     }
                 )
     columns = ("arch", "context", "batch", "ms_per_step", "tokens_per_s", "vs_batch_1")
@@ -231,10 +227,12 @@ def bench_throughput(
     return rows
 
 
-def _memory_leaves(state):
+def _state_kib_per_seq(state, batch: int) -> float:
+    """KiB of memory one sequence carries: the per-sequence arrays (batch axis first; not
+    position counters, not values derived from the parameters such as S4's C)."""
     from arch.utils import memory_leaves  # imports the registry: only when benchmarking
 
-    return memory_leaves(state)
+    return sum(np.asarray(x).nbytes for x in memory_leaves(state) if np.ndim(x) >= 1) / batch / 1024
 
 
 def _plot(rows, xkey, value, ylabel, out_dir, stem):

@@ -20,17 +20,14 @@ DEFAULT_WORKDIR = "runs/compare"
 
 def cmd_compare(args, flags):
     from arch.registry import names
-    from experiments.compare import COLUMNS, caption, compare
-    from experiments.tables import markdown
+    from experiments.compare import compare
 
     # One architecture per family (ArchSpec.in_compare); `--archs` picks any of arch.ARCHS.
     archs = flags.archs or names(compare=True)
     workdir = flags.workdir or DEFAULT_WORKDIR
-    rows = compare(lambda name: config_for_arch(flags, name), archs, workdir)
-    print()
-    print(markdown(rows, COLUMNS))
-    print()
-    print(caption(config_for_arch(flags, archs[-1])))
+    compare(lambda name: config_for_arch(flags, name), archs, workdir)
+    with open(os.path.join(workdir, "comparison.md")) as f:
+        print("\n" + f.read().rstrip())  # the table and what it measured
     print(f"\nruns, table and plots (learning_curves.png, accuracy.png) in {workdir}/")
 
 

@@ -142,7 +142,7 @@ def check(sweep) -> None:
 
 
 def run(sweep, root: str, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
-    check(sweep)
+    """Run ``specs`` with ``sweep.backend`` (``check``ed by ``sweep.run_sweep`` first)."""
     if not specs:
         return []
     return BACKENDS[sweep.backend](sweep, root, specs)
