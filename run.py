@@ -9,7 +9,7 @@
     python run.py sweep --config configs/sweeps/mqar_state.py --config.workers=2  # grid x seeds
     python run.py table lra runs/lra                # ours beside the published numbers
     python run.py table sweep runs/sweeps/mqar_state  # mean ± std over seeds, best lr, plots
-    python run.py bench kernels --out runs/bench    # kernels | train | generate | throughput
+    python run.py bench kernels --out runs/bench    # kernels|train|attention|generate|throughput
 
 Add --traceback to see the full Python traceback of an error.
 """
@@ -43,6 +43,9 @@ flags.DEFINE_string("difficulty", "curv_contour_length_14", "Pathfinder difficul
 flags.DEFINE_integer("n_examples", None, "How many examples `data` generates (task default).")
 flags.DEFINE_list("lengths", None, "Sequence lengths for `bench` (the context for `throughput`).")
 flags.DEFINE_list("batches", None, "Batch sizes for `bench throughput` (default 1,4,16,64).")
+flags.DEFINE_integer("batch", None, "Batch size for `bench train|generate` (default 1).")
+flags.DEFINE_integer("d_model", None, "Model width for `bench train|generate|throughput`.")
+flags.DEFINE_integer("n_layers", None, "Layers for `bench train|generate|throughput`.")
 flags.DEFINE_enum("split", "val", ["val", "test"], "Split for `eval`.")
 flags.DEFINE_string("checkpoint", "best", "Checkpoint for `eval`: best, latest or a step.")
 flags.DEFINE_string("name", None, "Name of the `eval` result (eval/<name>.json).")

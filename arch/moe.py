@@ -73,6 +73,13 @@ class MoE(PositionWise):
     def width(self) -> int:
         return self.hidden or int(2 * self.expand * self.d_model / 3)
 
+    def weight_uses(self) -> dict[str, float]:
+        """Each token uses top_k of the n_experts experts' weights (Switch Transformer's
+        and Mixtral's "active parameters"); the router is used by every token. The exact
+        (no capacity) form computes every expert and discards the rest: that extra work
+        is not model FLOPs (arch/flops.py)."""
+        return dict.fromkeys(("w1", "w2", "w3"), self.top_k / self.n_experts)
+
     def setup(self):
         e, d, h = self.n_experts, self.d_model, self.width
         w_in, w_out = gpt2_inits(self.n_layers)

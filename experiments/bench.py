@@ -8,6 +8,12 @@ and prints a table of ratios.
 
 Implementations are the rows of each kernel module's ``IMPLS`` table, each called
 through the public function with ``impl=name`` (Pallas in interpret mode on CPU).
+``bandwidth_frac`` is the bytes a kernel must move (``least_bytes``) per second over the
+memory bandwidth measured at the start of the run (``experiments.hardware``): a scan does
+O(1) arithmetic per byte, so bandwidth, not the matmul rate, is its limit.
+
+``bench_attention`` does the same for softmax attention (XLA against the blockwise
+form), with model-FLOPs utilisation instead: attention is matmul work.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ _MODULES = {
 # (RWKV-6's head_size_a 64; Mamba-2's headdim 64), or one head when channels is smaller.
 HEAD_SIZE = 64
 KERNELS = tuple(_MODULES)
-COLUMNS = ("kernel", "impl", "length", "pass", "seconds", "vs_sequential", "error")
+COLUMNS = ("kernel", "impl", "length", "pass", "seconds", "vs_sequential", "bandwidth_frac")
+COLUMNS += ("error",)
 
 
 def kernel_impls(kernel: str) -> dict[str, Callable]:
@@ -117,6 +124,9 @@ def bench_kernels(
     An implementation that fails (e.g. no lowering on this backend) gets a row with
     ``seconds = nan`` and the error, rather than stopping the benchmark.
     """
+    from experiments import hardware
+
+    machine = hardware.measure(bandwidth=True)
     rows = []
     for kernel in kernels:
         table = kernel_impls(kernel)
@@ -131,6 +141,11 @@ def bench_kernels(
                     row = {"kernel": kernel, "impl": name, "length": length, "pass": pass_}
                     try:
                         row["seconds"] = time_call(_runner(table[name], pass_), args, repeats)
+                        row["bandwidth_frac"] = (
+                            least_bytes(table[name], args, pass_)
+                            / row["seconds"]
+                            / (machine["bandwidth_gbs"] * 1e9)
+                        )
                     except Exception as err:  # noqa: BLE001 - recorded in the table
                         row["seconds"], row["error"] = (
                             math.nan,
@@ -143,6 +158,74 @@ def bench_kernels(
     plot(rows, os.path.join(out_dir, "kernels_bench.png"))
     print(f"backend: {jax.default_backend()}; batch {batch}, channels {channels}, N {d_state}")
     print(markdown(rows, COLUMNS[:-1]))
+    print(f"bandwidth_frac: least bytes moved / seconds / {machine['bandwidth_gbs']:.1f} GB/s")
+    return rows
+
+
+def least_bytes(fn: Callable, args: Sequence, pass_: str) -> int:
+    """Bytes a kernel must move at least: its inputs read and its outputs written
+    (forward), or its inputs read and their gradients written (forward + backward).
+    A scan does O(1) work per byte, so this over the measured bandwidth is its limit."""
+    size = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
+    if pass_ == "backward":
+        return 2 * size(args)
+    return size(args) + size(jax.eval_shape(fn, *args))
+
+
+ATTENTION_COLUMNS = ("impl", "length", "pass", "seconds", "vs_xla", "gflop_s", "mfu")
+
+
+def bench_attention(
+    lengths: Sequence[int],
+    out_dir: str,
+    *,
+    impls: Sequence[str] = ("xla", "blockwise"),
+    passes: Sequence[str] = ("forward", "backward"),
+    batch: int = 4,
+    heads: int = 4,
+    head_dim: int = 64,
+    repeats: int = 3,
+) -> list[dict]:
+    """Causal self-attention, each impl of ``kernels.attention`` at each length.
+
+    ``gflop_s`` counts the model FLOPs of the useful (causal) half, 4 x head_dim per
+    (query, visible key) pair per head, 3x that for forward + backward (arch/flops.py);
+    ``mfu`` divides by the float32 matmul rate measured at the start of the run. An impl
+    whose [L, L] scores would not fit in half the memory is skipped (NaN).
+    """
+    from experiments import hardware
+    from experiments.bench_models import memory_budget
+    from kernels.attention import attention
+
+    machine, budget, rows = hardware.measure(), memory_budget(), []
+    for length in lengths:
+        keys = jax.random.split(jax.random.key(0), 3)
+        q, k, v = (jax.random.normal(kk, (batch, length, heads, head_dim)) for kk in keys)
+        forward = 4.0 * head_dim * batch * heads * length * (length + 1) / 2
+        for pass_, name in itertools.product(passes, impls):
+            row = {"kernel": "attention", "impl": name, "length": length, "pass": pass_}
+            square = 3 * 4 * batch * heads * length**2  # scores, probabilities, gradient
+            if name != "blockwise" and square > budget:
+                row["seconds"] = math.nan
+            else:
+                fn = lambda q, k, v, name=name: (attention(q, k, v, causal=True, impl=name),)  # noqa: E731
+                row["seconds"] = time_call(_runner(fn, pass_), (q, k, v), repeats)
+            flops = forward * (3 if pass_ == "backward" else 1)
+            row["gflop_s"] = flops / row["seconds"] / 1e9
+            row["mfu"] = row["gflop_s"] / machine["matmul_gflops"]
+            rows.append(row)
+    for r in rows:
+        ref = [
+            x["seconds"]
+            for x in rows
+            if (x["length"], x["pass"], x["impl"]) == (r["length"], r["pass"], "xla")
+        ]
+        r["vs_xla"] = r["seconds"] / ref[0] if ref and math.isfinite(ref[0]) else None
+    os.makedirs(out_dir, exist_ok=True)
+    write_csv(rows, ATTENTION_COLUMNS, os.path.join(out_dir, "attention_bench.csv"))
+    plot(rows, os.path.join(out_dir, "attention_bench.png"))
+    print(f"batch {batch}, {heads} heads of {head_dim}, causal, float32")
+    print(markdown(rows, ATTENTION_COLUMNS))
     return rows
 
 

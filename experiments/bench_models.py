@@ -12,6 +12,7 @@ linear growth and about L / L0 is quadratic.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import plots, tables
+from experiments import hardware, plots, tables
 from experiments.bench import time_call
 
 
@@ -32,10 +33,12 @@ def default_archs() -> list[str]:
     return names(bench=True)
 
 
-def _build(name: str, vocab: int, d_model: int, n_layers: int, max_len: int):
+def _build(name: str, vocab: int, d_model: int, n_layers: int, max_len: int, **options):
     import arch  # the registry imports every mixer
 
-    return arch.build(name, vocab_size=vocab, d_model=d_model, n_layers=n_layers, max_len=max_len)
+    return arch.build(
+        name, vocab_size=vocab, d_model=d_model, n_layers=n_layers, max_len=max_len, **options
+    )
 
 
 def memory_budget() -> int:
@@ -51,13 +54,38 @@ def memory_budget() -> int:
         return 8 * 2**30
 
 
-def _add_growth(rows: list[dict], key: str, length_key: str) -> None:
-    first: dict[str, tuple[int, float]] = {}
-    for r in sorted(rows, key=lambda r: r[length_key]):
-        if not math.isfinite(r[key]):
+def _add_growth(rows: list[dict]) -> None:
+    """growth = seconds per token at L over seconds per token at the shortest length, at
+    the same batch: 1.0 is linear in L, L / L0 quadratic."""
+    first: dict[tuple, float] = {}
+    for r in sorted(rows, key=lambda r: r["length"]):
+        if not math.isfinite(r["seconds"]):
             continue
-        l0, t0 = first.setdefault(r["arch"], (r[length_key], r[key]))
-        r["growth"] = (r[key] / t0) / (r[length_key] / l0)
+        t0 = first.setdefault((r["arch"], r["batch"]), r["tokens_per_s"])
+        r["growth"] = t0 / r["tokens_per_s"]
+
+
+def _compile_train_step(model, batch: int, length: int):
+    """The jitted Adam step at (batch, length), compiled; its args; its temp bytes."""
+    tokens = jnp.zeros((batch, length), jnp.int32)
+    # jitted: op-by-op init compiles every op for every new length (seconds each)
+    params = jax.jit(model.init)(jax.random.key(0), tokens)
+    tx = optax.adam(1e-3)
+
+    def step(params, opt_state, tokens):
+        def loss(p):
+            logits = model.apply(p, tokens)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, tokens).mean()
+
+        grads = jax.grad(loss)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    args = (params, tx.init(params), tokens)
+    compiled = jax.jit(step).lower(*args).compile()
+    memory = compiled.memory_analysis()
+    temp = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
+    return compiled, args, temp
 
 
 def bench_train(
@@ -72,50 +100,68 @@ def bench_train(
     repeats: int = 3,
     budget: int | None = None,
 ) -> list[dict]:
-    """Seconds per training step (forward + backward + Adam) and compiled temp memory.
+    """Seconds per training step (forward + backward + Adam), model-FLOPs utilisation
+    and compiled temp memory.
 
-    A (arch, length) whose compiled step needs more than ``budget`` bytes (default
-    :func:`memory_budget`) is not run: its row has ``seconds`` NaN and the memory.
+    ``mfu`` = the step's model FLOPs (``arch.flops.train_flops``: 3 x the analytic
+    forward count) per second over the float32 matmul rate measured at the start of the
+    same run (``experiments.hardware``); ``tokens_per_s`` = batch x length / seconds.
+    A step that needs more than ``budget`` bytes (default :func:`memory_budget`) runs at
+    the largest batch (halving) that fits, and its row's ``batch`` says so; one that
+    does not fit at batch 1 is not run: its row has ``seconds`` NaN and the memory.
+    ``growth`` compares seconds per token with the shortest length at the same batch
+    (measured too, when a batch had to shrink).
     """
+    from arch.flops import train_flops
+
     budget = memory_budget() if budget is None else budget
+    machine = hardware.measure()
     rows = []
+
+    def measure(name: str, length: int, want: int, shrink: bool = True) -> int:
+        model = _build(name, vocab, d_model, n_layers, max_len=length)
+        fits = want  # halve the batch until the step fits (the row says which batch ran)
+        while True:
+            compiled, args, temp = _compile_train_step(model, fits, length)
+            if not shrink or temp is None or temp <= budget or fits == 1:
+                break
+            fits //= 2
+        too_big = temp is not None and temp > budget
+        if too_big:
+            print(f"{name} at L={length}: needs {temp / 2**30:.1f} GiB > budget, not run")
+        seconds = math.nan if too_big else time_call(compiled, args, repeats)
+        flops = train_flops(model, args[0], fits, length)
+        mfu = flops / seconds / 1e9 / machine["matmul_gflops"]
+        rows.append(
+            {
+                "arch": name,
+                "length": length,
+                "batch": fits,
+                "seconds": seconds,
+                "tokens_per_s": fits * length / seconds,
+                "model_gflop": flops / 1e9,
+                "mfu": mfu,
+                "temp_mib": None if temp is None else temp / 2**20,
+            }
+        )
+        print(f"{name} L={length} batch {fits}: {seconds:.4g} s, MFU {mfu:.1%}", flush=True)
+        return fits
+
     for name in archs:
-        for length in lengths:
-            model = _build(name, vocab, d_model, n_layers, max_len=length)
-            tokens = jnp.zeros((batch, length), jnp.int32)
-            # jitted: op-by-op init compiles every op for every new length (seconds each)
-            params = jax.jit(model.init)(jax.random.key(0), tokens)
-            tx = optax.adam(1e-3)
-
-            def step(params, opt_state, tokens, model=model, tx=tx):
-                def loss(p):
-                    logits = model.apply(p, tokens)
-                    return optax.softmax_cross_entropy_with_integer_labels(logits, tokens).mean()
-
-                grads = jax.grad(loss)(params)
-                updates, opt_state = tx.update(grads, opt_state, params)
-                return optax.apply_updates(params, updates), opt_state
-
-            jitted = jax.jit(step)
-            args = (params, tx.init(params), tokens)
-            compiled = jitted.lower(*args).compile()
-            memory = compiled.memory_analysis()
-            temp = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
-            too_big = temp is not None and temp > budget
-            if too_big:
-                print(f"{name} at L={length}: needs {temp / 2**30:.1f} GiB > budget, not run")
-            rows.append(
-                {
-                    "arch": name,
-                    "length": length,
-                    "seconds": math.nan if too_big else time_call(compiled, args, repeats),
-                    "temp_mib": None if temp is None else temp / 2**20,
-                }
-            )
-    _add_growth(rows, "seconds", "length")
-    columns = ("arch", "length", "seconds", "growth", "temp_mib")
+        shrunk = {measure(name, length, batch) for length in lengths} - {batch}
+        # A smaller batch runs fewer tokens per scan step: its growth needs its own
+        # reference at the first length, or it would measure the batch, not the length.
+        for fits in sorted(shrunk, reverse=True):
+            measure(name, min(lengths), fits, shrink=False)
+    _add_growth(rows)
+    columns = ("arch", "length", "batch", "seconds", "tokens_per_s", "growth", "model_gflop")
+    columns += ("mfu",)
+    columns += ("temp_mib",)
     _write(rows, columns, out_dir, "train_bench", "seconds per train step", "length")
+    shape = {"batch": batch, "d_model": d_model, "n_layers": n_layers}
+    _write_machine(machine, out_dir, **shape)
     _plot(rows, "length", "temp_mib", "compiled temp memory (MiB)", out_dir, "train_memory")
+    _plot(rows, "length", "mfu", "model-FLOPs utilisation", out_dir, "train_mfu")
     return rows
 
 
@@ -242,6 +288,12 @@ def _plot(rows, xkey, value, ylabel, out_dir, stem):
             series.setdefault(r["arch"], []).append((r[xkey], r[value]))
     if series:
         plots.lines(series, xkey, ylabel, os.path.join(out_dir, f"{stem}.png"), loglog=True)
+
+
+def _write_machine(machine: dict, out_dir: str, **shape) -> None:
+    """machine.json: the rates the utilisation columns divide by, and the model shape."""
+    with open(os.path.join(out_dir, "machine.json"), "w") as f:
+        json.dump({**machine, **shape}, f, indent=1)
 
 
 def _write(rows, columns, out_dir, stem, ylabel, xkey, value="seconds"):

@@ -140,6 +140,7 @@ def cmd_sweep(args, flags):
 BENCH_LENGTHS = {  # CPU-sized defaults; pass --lengths for GPU-sized runs
     "kernels": [1024, 4096, 16384],
     "train": [1024, 2048, 4096, 8192, 16384],
+    "attention": [256, 1024, 4096, 16384],
     "generate": [100, 1000, 10000],
     "throughput": [1024],  # the context the decode step follows
 }
@@ -168,15 +169,26 @@ def cmd_bench(args, flags):
     )
     out = flags.out or os.path.join("runs", "bench", which)
     archs = flags.archs or bench_models.default_archs()
+    shape = {  # the model's size: only what was given, else each benchmark's default
+        k: _positive_ints([getattr(flags, k)], (), f"--{k}", k, "4")[0]
+        for k in ("d_model", "n_layers", "batch")
+        if getattr(flags, k, None) is not None
+    }
+    if which in ("kernels", "attention") and shape:
+        raise ValueError(f"bench {which} has a fixed layout: drop --d_model/--n_layers/--batch")
     if which == "kernels":
         bench.bench_kernels(lengths, None, out, passes=("forward", "backward"))
+    elif which == "attention":
+        bench.bench_attention(lengths, out)
     elif which == "train":
-        bench_models.bench_train(archs, lengths, out)
+        bench_models.bench_train(archs, lengths, out, **shape)
     elif which == "generate":
-        bench_models.bench_generate(archs, lengths, out)
+        bench_models.bench_generate(archs, lengths, out, **shape)
     else:
+        if "batch" in shape:
+            raise ValueError("bench throughput takes --batches (a list), not --batch")
         batches = _positive_ints(flags.batches, BENCH_BATCHES, "--batches", "batch size", "1,4,16")
-        bench_models.bench_throughput(archs, batches, out, contexts=lengths)
+        bench_models.bench_throughput(archs, batches, out, contexts=lengths, **shape)
     print(f"CSV and PNG in {out}/")
 
 

@@ -1,7 +1,8 @@
 """Softmax attention, rotary position embeddings and the KV-cache step.
 
 ``attention`` goes through ``jax.nn.dot_product_attention`` (XLA, or cuDNN flash
-attention on NVIDIA GPUs) rather than a hand-written kernel; the einsum-softmax
+attention on NVIDIA GPUs) or, on CPU, the blockwise online-softmax form of
+``kernels.blockwise_attention`` (memory linear in length); the einsum-softmax
 "reference" implementation is the readable definition the others are tested against.
 
 Layout everywhere: ``[batch, length, heads, head_dim]`` (what jax calls BTNH).
@@ -17,7 +18,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from kernels.dispatch import pick
+from kernels.blockwise_attention import blockwise_attention, key_padding
+from kernels.dispatch import resolve
 
 
 def _large_negative(dtype) -> float:
@@ -99,8 +101,14 @@ IMPLS = {
     "jax": _jax_attention,  # jax chooses the implementation (today: XLA)
     "xla": partial(_jax_attention, implementation="xla"),
     "cudnn": partial(_jax_attention, implementation="cudnn"),  # NVIDIA GPU, fp16/bf16
+    "blockwise": blockwise_attention,  # online softmax, memory linear in L
 }
-AUTO = {"default": "jax"}
+# CPU: blockwise wherever it applies (self-attention, key-padding masks). Measured with
+# `python run.py bench attention` (docs/benchmarks.md): forward + backward, causal, batch
+# 4, 4 heads of 64, on the 2-core development CPU, blockwise / xla seconds: 0.50 at
+# L = 64, 0.29 at 128, 0.62 at 256, 0.44 at 512, 0.25 at 1K, 0.19 at 4K; xla's [L, L]
+# matrices also do not fit at 16K. Other backends: jax's choice (cuDNN flash on NVIDIA).
+AUTO = {"default": "jax", "cpu": "blockwise"}
 
 
 def _check_qkv(name: str, q, k, v) -> None:
@@ -130,12 +138,23 @@ def attention(
 
     ``causal`` masks key j > query i (top-left aligned); ``mask`` (True = attend) is
     AND-ed with it. ``impl``: "reference" (einsum + softmax), "xla", "cudnn", "jax"
-    (jax picks), or "auto" (= "jax").
+    (jax picks), "blockwise" (``kernels.blockwise_attention``), or "auto": on CPU
+    "blockwise" where it applies (see ``AUTO``), else "jax".
     """
     _check_qkv("attention", q, k, v)
-    fn = pick("attention", IMPLS, impl, AUTO)
+    name = resolve("attention", IMPLS, impl, AUTO)
     mask = normalise_mask(mask, q.shape[0], k.shape[1])
-    return fn(q, k, v, causal=causal, mask=mask, scale=scale)
+    if impl == "auto" and name == "blockwise" and not blockwise_applies(q, k, causal, mask):
+        name = "jax"  # a per-query mask or a chunk against a cache (decoding)
+    return IMPLS[name](q, k, v, causal=causal, mask=mask, scale=scale)
+
+
+def blockwise_applies(q, k, causal: bool, mask) -> bool:
+    """Whether ``blockwise_attention`` takes these: key-padding masks only, and causal
+    only as self-attention (q_len == k_len)."""
+    if causal and q.shape[1] != k.shape[1]:
+        return False
+    return key_padding(mask, q.shape[0], k.shape[1]) is not None
 
 
 def rope(

@@ -216,6 +216,16 @@ def times_inverse_one_minus(v: Array, m: Array, squarings: int) -> Array:
 # ------------------------------------------------------------------ convolution
 
 
+def fft_conv_flops(length: int, channels: int, bidirectional: bool = False) -> float:
+    """FLOPs per token of ``fft_conv`` on the input: a real FFT of size n = 2L and its
+    inverse at 2.5 n log2 n each (half a complex FFT's 5 n log2 n, Cooley-Tukey), and
+    the complex product of n / 2 + 1 bins at 6 each; twice when bidirectional. The
+    kernel's own FFT is per batch, not per sequence, and is left out."""
+    n = 2 * length
+    per_channel = (2 * 2.5 * n * math.log2(n) + 6 * (n // 2 + 1)) / length
+    return (2 if bidirectional else 1) * channels * per_channel
+
+
 def fft_conv(
     u: Float[Array, "B L H"],
     k: Float[Array, "H L"],

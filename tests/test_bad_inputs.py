@@ -131,6 +131,14 @@ def test_bench_lengths_must_be_positive():
     _raises(ValueError, "give integers", cli.cmd_bench, ["train"], flags)
     flags.lengths, flags.batches = None, ["1", "x"]
     _raises(ValueError, "--batches 1,x: give integers", cli.cmd_bench, ["throughput"], flags)
+    flags.batches, flags.d_model = None, 0
+    message = "--d_model .0.: every d_model must be a positive"
+    _raises(ValueError, message, cli.cmd_bench, ["train"], flags)
+    flags.d_model = 64
+    _raises(ValueError, "bench kernels has a fixed layout", cli.cmd_bench, ["kernels"], flags)
+    flags.d_model, flags.batch = None, 4
+    message = "takes --batches .a list., not --batch"
+    _raises(ValueError, message, cli.cmd_bench, ["throughput"], flags)
 
 
 def test_corrupt_listops_row_names_file_and_line(tmp_path):

@@ -150,6 +150,14 @@ class Attention(nn.Module):
     def head_dim(self) -> int:
         return self.width // self.n_heads
 
+    def sequence_flops(self, length: int) -> float:
+        """Per token: q.k scores and the weighted sum of v, 2 x 2 x width FLOPs per key
+        (arch/flops.py). Causal: the (length + 1) / 2 keys a token sees on average, the
+        useful half of the square (an implementation that computes the masked half too
+        shows lower utilisation)."""
+        keys = (length + 1) / 2 if self.causal else length
+        return 4.0 * self.width * keys
+
     # No PARAM_RULES: every parameter is a Dense kernel or bias (Flax's usual rules).
     def setup(self):
         self.qkv, self.out = qkv_and_out(

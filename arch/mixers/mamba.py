@@ -118,6 +118,15 @@ class Mamba(nn.Module):
     def rank(self) -> int:
         return math.ceil(self.d_model / 16) if self.dt_rank == "auto" else int(self.dt_rank)
 
+    def weight_uses(self) -> dict[str, float]:
+        """A_log is the state matrix of the recurrence, not a per-token weight."""
+        return {"A_log": 0.0}
+
+    def sequence_flops(self, length: int) -> float:
+        """Per token and state element (d_inner x N): the input delta B u, the update
+        h = exp(delta A) h + ..., the read-out C h; 2 FLOPs each (arch/flops.py)."""
+        return 6.0 * self.d_inner * self.d_state
+
     def setup(self):
         e, n, r, k = self.d_inner, self.d_state, self.rank, self.d_conv
         # Linear layers keep PyTorch's default init in state-spaces/mamba:

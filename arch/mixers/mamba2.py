@@ -108,6 +108,12 @@ class Mamba2(nn.Module):
     def conv_dim(self) -> int:
         return self.d_inner + 2 * self.n_groups * self.d_state
 
+    def sequence_flops(self, length: int) -> float:
+        """Per token and state element (heads x P x N): the input x B^T dt, the scalar
+        decay update, the read-out h C; 2 FLOPs each, the recurrent form's work (the
+        chunked SSD's extra intra-chunk products are not model FLOPs; arch/flops.py)."""
+        return 6.0 * self.d_inner * self.d_state
+
     def setup(self):
         e, h, k = self.d_inner, self.n_heads, self.d_conv
         self.in_proj = nn.Dense(

@@ -93,6 +93,11 @@ class RGLRUBlock(nn.Module):
     def width(self) -> int:
         return self.lru_width or self.d_model
 
+    def sequence_flops(self, length: int) -> float:
+        """Per token and channel: h = a h + sqrt(1 - a^2) (i x), a multiply-add and the
+        scaled input (Griffin eq. 4); the gates are weights (arch/flops.py)."""
+        return 4.0 * self.width
+
     def setup(self):
         w, h, k = self.width, self.n_heads, self.d_conv
         block = w // h

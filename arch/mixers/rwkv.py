@@ -119,6 +119,12 @@ class RWKVTimeMix(nn.Module):
     def d_att(self) -> int:
         return self.d_attention or self.d_model
 
+    def sequence_flops(self, length: int) -> float:
+        """Per token and channel: the WKV recurrence's two state elements (numerator and
+        denominator), each with an input, a decay update and a read-out (RWKV-4 eq. 14-16),
+        2 FLOPs each (arch/flops.py)."""
+        return 12.0 * self.d_att
+
     def setup(self):
         r01, r10 = _ratios(self.layer_id, self.n_layers)
         a, d = self.d_att, self.d_model

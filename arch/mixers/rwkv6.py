@@ -89,6 +89,11 @@ class RWKV6TimeMix(nn.Module):
     def n_heads(self) -> int:
         return self.d_model // self.n
 
+    def sequence_flops(self, length: int) -> float:
+        """Per token and state element (heads x N x N): the input k^T v, the decay
+        update, the read-out r S; 2 FLOPs each (arch/flops.py)."""
+        return 6.0 * self.d_model * self.n
+
     def setup(self):
         d = self.d_model
         r01, r10 = _ratios(self.layer_id, self.n_layers)

@@ -56,6 +56,7 @@ from kernels.ssm_kernels import (
     broadcast_init,
     cauchy,
     fft_conv,
+    fft_conv_flops,
     log_dt_init,
     times_inverse_one_minus,
 )
@@ -189,6 +190,16 @@ class S4(nn.Module):
         # SSMKernelDPLR registers P with A's lr and weight decay (ssm.py register_params).
         names = ("Lambda_log_re", "Lambda_im", "P_re", "P_im", "B_re", "B_im")
         return ssm_param_rules(self, names)
+
+    def weight_uses(self) -> dict[str, float]:
+        """The DPLR SSM's Lambda, P, B, C build the convolution kernel: not per-token
+        weights."""
+        names = ("Lambda_log_re", "Lambda_im", "P_re", "P_im", "B_re", "B_im", "C_re", "C_im")
+        return dict.fromkeys(names, 0.0)
+
+    def sequence_flops(self, length: int) -> float:
+        """The FFT convolution with the SSM kernel (``fft_conv_flops``; arch/flops.py)."""
+        return fft_conv_flops(length, self.d_model, bidirectional=not self.causal)
 
     def setup(self):
         H, N2 = self.d_model, self.d_state // 2  # N2 = N/2 stored conjugate pairs

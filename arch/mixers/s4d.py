@@ -50,7 +50,13 @@ from arch.mixers.s4 import (
 from arch.protocol import require_causal
 from kernels import hippo
 from kernels.linear_scan import linear_scan
-from kernels.ssm_kernels import broadcast_init, fft_conv, log_dt_init, vandermonde
+from kernels.ssm_kernels import (
+    broadcast_init,
+    fft_conv,
+    fft_conv_flops,
+    log_dt_init,
+    vandermonde,
+)
 
 INIT_SCHEMES = ("legs", "lin", "inv")
 DISCRETISATIONS = ("zoh", "bilinear")
@@ -91,6 +97,14 @@ class S4D(nn.Module):
         # SSMKernelDiag registers A (inv_A_real, A_imag) and B with the SSM lr and no
         # weight decay; dt and C per ``dt_lr``, ``c_lr``.
         return ssm_param_rules(self, ("A_log_re", "A_im", "B_re", "B_im"))
+
+    def weight_uses(self) -> dict[str, float]:
+        """The SSM's A, B, C build the convolution kernel: not per-token weights."""
+        return dict.fromkeys(("A_log_re", "A_im", "B_re", "B_im", "C_re", "C_im"), 0.0)
+
+    def sequence_flops(self, length: int) -> float:
+        """The FFT convolution with the SSM kernel (``fft_conv_flops``; arch/flops.py)."""
+        return fft_conv_flops(length, self.d_model, bidirectional=not self.causal)
 
     def setup(self):
         H, N2 = self.d_model, self.d_state // 2  # N2 = N/2 stored conjugate halves

@@ -122,6 +122,12 @@ class S5(nn.Module):
             "log_step": params.SSM if self.dt_lr == "ssm" else params.DEFAULT,
         }
 
+    def sequence_flops(self, length: int) -> float:
+        """Per token and complex state element (N / 2 stored, conjugate symmetry): the
+        update x = Lambda_bar x + B_bar u, a complex multiply-add (8 FLOPs); B and C are
+        weights (arch/flops.py)."""
+        return 8.0 * (self.d_state // 2)
+
     def setup(self):
         h, p_half = self.d_model, self.d_state // 2
         lam, v = hippo_n_blocks(self.d_state, self.blocks)

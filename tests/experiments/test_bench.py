@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import math
 
+import jax.numpy as jnp
 import pytest
 
-from experiments.bench import bench_kernels, kernel_impls
+from experiments import bench, hardware
+from experiments.bench import bench_attention, bench_kernels, kernel_impls, least_bytes
 
 
 def test_tiny_bench_writes_csv_and_png(tmp_path, capsys):
@@ -52,3 +54,37 @@ def test_matrix_state_kernels_are_benchmarked(tmp_path):
 def test_bench_rejects_unknown_impl(tmp_path):
     with pytest.raises(ValueError, match="unknown impl"):
         bench_kernels([4], ["nope"], str(tmp_path), kernels=["wkv4"], repeats=1)
+
+
+def test_bandwidth_fraction_counts_the_bytes_a_kernel_must_move(tmp_path):
+    rows = bench_kernels(
+        [8], ["sequential"], str(tmp_path), kernels=("linear_scan",), batch=1, channels=4,
+        repeats=1, passes=("forward", "backward"),
+    )  # fmt: skip
+    assert all(0 < r["bandwidth_frac"] for r in rows)
+    a = b = jnp.ones((1, 8, 4), jnp.float32)
+    fn = kernel_impls("linear_scan")["sequential"]
+    # inputs a, b read; outputs (y and the final state) written
+    assert least_bytes(fn, (a, b), "forward") == 4 * (2 * 32 + 32 + 4)
+    assert least_bytes(fn, (a, b), "backward") == 4 * 2 * 2 * 32  # read, gradient written
+
+
+def test_machine_rates_divide_the_work_by_the_time(monkeypatch):
+    monkeypatch.setattr(hardware, "time_call", lambda fn, args, repeats: 0.5)
+    assert hardware.matmul_rate(n=64) == 2 * 64**3 / 0.5
+    assert hardware.memory_bandwidth(mib=1) == 2**20 / 0.5
+
+
+def test_attention_bench_compares_blockwise_with_xla(tmp_path):
+    rows = bench_attention([16, 32], str(tmp_path), batch=1, heads=1, head_dim=8, repeats=1)
+    assert {(r["impl"], r["length"], r["pass"]) for r in rows} == {
+        (i, n, p) for i in ("xla", "blockwise") for n in (16, 32) for p in ("forward", "backward")
+    }
+    for r in rows:
+        assert r["seconds"] > 0 and r["mfu"] > 0
+        if r["impl"] == "xla":
+            assert r["vs_xla"] == 1.0
+    forward = {r["length"]: r["gflop_s"] * r["seconds"] for r in rows if r["pass"] == "forward"}
+    assert forward[32] == pytest.approx(4 * 8 * 32 * 33 / 2 / 1e9)  # causal pairs x 4 x dh
+    assert (tmp_path / "attention_bench.csv").exists()
+    assert bench.ATTENTION_COLUMNS[0] == "impl"

@@ -1,8 +1,11 @@
 """The model benchmarks run end to end at tiny size and write their CSV and PNG."""
 
 import csv
+import json
 import math
 import os
+
+import pytest
 
 from experiments import bench_models
 
@@ -14,6 +17,12 @@ def test_train_and_generate_benchmarks_write_tables(tmp_path):
     assert {r["arch"] for r in rows} == {"s4d", "transformer"}
     assert all(r["seconds"] > 0 for r in rows)
     assert [r["growth"] for r in rows if r["length"] == 8] == [1.0, 1.0]
+    machine = json.loads((tmp_path / "machine.json").read_text())
+    assert machine["matmul_gflops"] > 0 and machine["d_model"] == 8
+    for r in rows:  # MFU: the analytic model FLOPs per second over the measured matmul rate
+        assert r["model_gflop"] > 0
+        assert r["mfu"] == pytest.approx(r["model_gflop"] / r["seconds"] / machine["matmul_gflops"])
+        assert r["tokens_per_s"] == pytest.approx(r["length"] / r["seconds"])
     rows = bench_models.bench_generate(
         ["s4d", "transformer"], [8, 32], str(tmp_path), d_model=8, n_layers=1, repeats=2
     )
@@ -35,6 +44,30 @@ def test_train_benchmark_skips_what_does_not_fit(tmp_path):
         ["transformer"], [8], str(tmp_path), d_model=8, n_layers=1, repeats=1, budget=1
     )
     assert math.isnan(rows[0]["seconds"]) and rows[0]["temp_mib"] > 0
+
+
+def test_train_benchmark_halves_the_batch_until_the_step_fits(tmp_path):
+    model = bench_models._build("rwkv", 256, 8, 1, max_len=64)
+    temp = {b: bench_models._compile_train_step(model, b, 64)[2] for b in (1, 2, 4)}
+    assert temp[1] < temp[2] < temp[4]
+    rows = bench_models.bench_train(
+        ["rwkv"], [64], str(tmp_path), batch=4, d_model=8, n_layers=1, repeats=1,
+        budget=temp[2],
+    )  # fmt: skip
+    assert rows[0]["batch"] == 2 and rows[0]["seconds"] > 0
+    assert rows[0]["tokens_per_s"] == pytest.approx(2 * 64 / rows[0]["seconds"])
+    # growth compares like with like: the shortest length at the shrunk batch is measured
+    rows = bench_models.bench_train(
+        ["rwkv"], [32, 64], str(tmp_path), batch=4, d_model=8, n_layers=1, repeats=1,
+        budget=temp[2],
+    )  # fmt: skip
+    shapes = [(r["length"], r["batch"]) for r in rows]
+    assert shapes == [(32, 4), (64, 2), (32, 2)]
+    by_shape = {(r["length"], r["batch"]): r for r in rows}
+    assert by_shape[(32, 2)]["growth"] == 1.0 == by_shape[(32, 4)]["growth"]
+    assert by_shape[(64, 2)]["growth"] == pytest.approx(
+        by_shape[(32, 2)]["tokens_per_s"] / by_shape[(64, 2)]["tokens_per_s"]
+    )
 
 
 def test_throughput_benchmark_counts_tokens_per_step(tmp_path):

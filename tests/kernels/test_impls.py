@@ -223,3 +223,12 @@ def test_rejects_bad_options():
         selective_scan(a, a, -jnp.ones((3, 2)), a[..., :2], a[..., :2], impl="pallas", chunk_size=4)
     with pytest.raises(ValueError, match="its options: none"):
         wkv4(jnp.ones(3), jnp.ones(3), a, a, impl="sequential", block_t=4)
+
+
+@pytest.mark.parametrize("length", [1, 7, 33])
+@pytest.mark.parametrize("dtype", [F32, BF16])
+def test_selective_scan_hand_written_backward_matches_reference(length, dtype):
+    """``sequential_vjp``: outputs, state and the gradients of every input (the state
+    included) from the adjoint reverse scan equal autodiff through the reference."""
+    fn = partial(PUBLIC["selective_scan"], impl="sequential_vjp")
+    assert_matches_reference("selective_scan", fn, length, dtype=dtype)
