@@ -161,7 +161,7 @@ def bench_train(
     shape = {"batch": batch, "d_model": d_model, "n_layers": n_layers}
     _write_machine(machine, out_dir, **shape)
     _plot(rows, "length", "temp_mib", "compiled temp memory (MiB)", out_dir, "train_memory")
-    _plot(rows, "length", "mfu", "model-FLOPs utilisation", out_dir, "train_mfu")
+    _plot_mfu(rows, batch, os.path.join(out_dir, "train_mfu.png"))
     return rows
 
 
@@ -279,6 +279,19 @@ def _state_kib_per_seq(state, batch: int) -> float:
     from arch.utils import memory_leaves  # imports the registry: only when benchmarking
 
     return sum(np.asarray(x).nbytes for x in memory_leaves(state) if np.ndim(x) >= 1) / batch / 1024
+
+
+def _plot_mfu(rows: list[dict], batch: int, path: str) -> None:
+    """MFU per arch, a bar per length (each length's first row: the reference rows at a
+    shrunk batch are left out), the batch above a bar that ran at a smaller one."""
+    groups: dict[str, dict[str, tuple[float, str]]] = {}
+    for r in rows:
+        cell = groups.setdefault(r["arch"], {})
+        key = f"L={r['length']}"
+        if key not in cell and math.isfinite(r["mfu"]):
+            cell[key] = (r["mfu"], "" if r["batch"] == batch else f"b{r['batch']}")
+    if any(groups.values()):
+        plots.grouped_bars(groups, "model-FLOPs utilisation", path, reference=0.5)
 
 
 def _plot(rows, xkey, value, ylabel, out_dir, stem):

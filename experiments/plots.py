@@ -82,6 +82,33 @@ def bars(
     return _save(fig, path)
 
 
+def grouped_bars(
+    groups: Mapping[str, Mapping[str, tuple[float, str]]],
+    ylabel: str,
+    path: str,
+    *,
+    reference: float | None = None,
+    title: str = "",
+) -> str:
+    """Per group (x tick), one bar per series, each ``(value, text above the bar)``;
+    ``reference`` draws a dashed horizontal line (a target)."""
+    names = list(dict.fromkeys(k for bars_ in groups.values() for k in bars_))
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(0.3 * len(groups) * max(1, len(names)) + 2, 3.8))
+    for i, name in enumerate(names):
+        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(groups))]
+        cells = [groups[g].get(name, (float("nan"), "")) for g in groups]
+        drawn = ax.bar(xs, [v for v, _ in cells], width, label=name)
+        ax.bar_label(drawn, labels=[t for _, t in cells], fontsize=6, rotation=90, padding=2)
+    if reference is not None:
+        ax.axhline(reference, color="gray", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(groups)), list(groups), rotation=30, ha="right")
+    ax.set(ylabel=ylabel, title=title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def _save(fig, path: str) -> str:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.tight_layout()

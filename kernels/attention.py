@@ -104,10 +104,10 @@ IMPLS = {
     "blockwise": blockwise_attention,  # online softmax, memory linear in L
 }
 # CPU: blockwise wherever it applies (self-attention, key-padding masks). Measured with
-# `python run.py bench attention` (docs/benchmarks.md): forward + backward, causal, batch
-# 4, 4 heads of 64, on the 2-core development CPU, blockwise / xla seconds: 0.50 at
-# L = 64, 0.29 at 128, 0.62 at 256, 0.44 at 512, 0.25 at 1K, 0.19 at 4K; xla's [L, L]
-# matrices also do not fit at 16K. Other backends: jax's choice (cuDNN flash on NVIDIA).
+# `python run.py bench attention` (docs/benchmarks.md), causal, batch 4, 4 heads of 64,
+# 2-core development CPU, blockwise / xla seconds, forward + backward: 0.56 at L = 256,
+# 0.27 at 1K, 0.16 at 4K (forward only: 0.64, 0.38, 0.17); xla's [L, L] matrices do not
+# fit at 16K. Other backends: jax's choice (cuDNN flash attention on NVIDIA GPUs).
 AUTO = {"default": "jax", "cpu": "blockwise"}
 
 
@@ -150,9 +150,10 @@ def attention(
 
 
 def blockwise_applies(q, k, causal: bool, mask) -> bool:
-    """Whether ``blockwise_attention`` takes these: key-padding masks only, and causal
-    only as self-attention (q_len == k_len)."""
-    if causal and q.shape[1] != k.shape[1]:
+    """Whether "auto" should use ``blockwise_attention``: self-attention (q_len ==
+    k_len; a decoding step's one query against its cache stays with jax) with at most
+    a key-padding mask."""
+    if q.shape[1] != k.shape[1]:
         return False
     return key_padding(mask, q.shape[0], k.shape[1]) is not None
 

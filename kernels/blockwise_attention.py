@@ -194,8 +194,11 @@ def blockwise_attention(
         )
     scale = head_dim**-0.5 if scale is None else float(scale)
     block = min(block, max(q_len, k_len))
-    padded = -(-max(q_len, k_len) // block) * block
-    to_bhld = lambda x: _pad_to(jnp.swapaxes(x, 1, 2).astype(jnp.float32), padded, 2)  # noqa: E731
-    keep = _pad_to(keep, padded, 1)  # padded keys: False
+    whole = lambda n: -(-n // block) * block  # noqa: E731 - rounded up to whole blocks
+
+    def to_bhld(x):
+        return _pad_to(jnp.swapaxes(x, 1, 2).astype(jnp.float32), whole(x.shape[1]), 2)
+
+    keep = _pad_to(keep, whole(k_len), 1)  # padded keys: False
     out = _attention(to_bhld(q), to_bhld(k), to_bhld(v), keep, causal, scale, block)
     return jnp.swapaxes(out[:, :, :q_len], 1, 2).astype(q.dtype)

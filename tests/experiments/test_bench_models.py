@@ -31,7 +31,7 @@ def test_train_and_generate_benchmarks_write_tables(tmp_path):
     assert state[("transformer", 32)] > state[("transformer", 8)]  # KV cache grows
     for r in rows:  # cumulative time: the per-token time summed over the context
         assert r["cumulative_s"] >= r["ms_per_token"] / 1e3 * min(8, r["context"]) * 0.99
-    stems = ("train_bench", "train_memory", "generate_bench", "generate_cumulative")
+    stems = ("train_bench", "train_memory", "train_mfu", "generate_bench", "generate_cumulative")
     for stem in stems:
         assert os.path.getsize(tmp_path / f"{stem}.png") > 0
     for stem in ("train_bench", "generate_bench"):

@@ -90,6 +90,16 @@ def test_auto_uses_blockwise_on_cpu_where_it_applies(monkeypatch):
     assert len(calls) == (2 if jax.default_backend() == "cpu" else 0)
     want = A.attention_reference(q, k, v, causal=True)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # One query against a cache (a decoding step) does too: blocks would pad it to 8.
+    A.attention(q[:, -1:], k, v, causal=False, mask=padding(8), impl="auto")
+    assert len(calls) == (2 if jax.default_backend() == "cpu" else 0)
+
+
+def test_fewer_queries_than_keys_when_asked_for():
+    q, k, v = qkv(40)
+    got = blockwise_attention(q[:, :7], k, v, causal=False, mask=padding(40), block=16)
+    want = A.attention_reference(q[:, :7], k, v, causal=False, mask=padding(40))
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
 def test_unsupported_inputs_name_the_fix():
