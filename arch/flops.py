@@ -34,6 +34,8 @@ from collections.abc import Mapping
 
 import jax
 
+from arch.heads import LanguageModel
+
 TRAIN_MULTIPLIER = 3  # forward + backward (2x forward): Kaplan et al. 2020, section 2.1
 
 
@@ -60,9 +62,9 @@ def _size(shape) -> int:
 
 
 def forward_flops_per_token(model, params, length: int) -> dict[str, float]:
-    """{"weights", "head", "sequence", "total"}: forward FLOPs per token of the language
-    model ``model`` (from ``arch.build``) with ``params`` (arrays or ShapeDtypeStructs)
-    on sequences of ``length`` tokens."""
+    """{"weights", "head", "sequence", "total"}: forward FLOPs per token of ``model``
+    (from ``arch.build``; a language model, or a classifier without its per-sequence
+    head) with ``params`` (arrays or ShapeDtypeStructs) on sequences of ``length``."""
     backbone = model.backbone
     tree = params["params"] if "params" in params else params
     bb = tree["backbone"]
@@ -80,8 +82,10 @@ def forward_flops_per_token(model, params, length: int) -> dict[str, float]:
             weights += _weight_flops(block[key], uses)
             if hasattr(module, "sequence_flops"):
                 sequence += float(module.sequence_flops(length))
-    # Learned positions or a CLS vector are added, not multiplied: not counted.
-    head = 2.0 * backbone.d_model * backbone.vocab_size
+    # Learned positions or a CLS vector are added, not multiplied: not counted. A
+    # classifier's head reads one pooled vector per sequence: nothing per token.
+    lm = isinstance(model, LanguageModel)
+    head = 2.0 * backbone.d_model * backbone.vocab_size if lm else 0.0
     return {
         "weights": weights,
         "head": head,

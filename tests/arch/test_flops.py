@@ -101,3 +101,14 @@ def test_train_flops_is_three_forward_passes():
     per_token = forward_flops_per_token(model, params, LENGTH)["total"]
     assert TRAIN_MULTIPLIER == 3
     assert train_flops(model, params, 4, LENGTH) == pytest.approx(3 * per_token * 4 * LENGTH)
+
+
+def test_a_bidirectional_classifier_counts_every_key_and_no_per_token_head():
+    model = arch.build(
+        "transformer", vocab_size=VOCAB, d_model=64, n_layers=2, max_len=LENGTH,
+        head="classify", n_classes=3, bidirectional=True,
+    )  # fmt: skip
+    params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, LENGTH), jnp.int32))
+    count = forward_flops_per_token(model, params, LENGTH)
+    assert count["head"] == 0.0  # the classifier reads one pooled vector per sequence
+    assert count["sequence"] == 2 * 4 * 64 * LENGTH  # two layers, all keys
