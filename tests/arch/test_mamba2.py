@@ -60,11 +60,11 @@ def test_chunked_ssd_matches_the_scan_reference(dtype, length):
     x, dt, a, b, c, d, h0 = inputs(length, dtype)
 
     def run(impl, **options):
-        def loss(x, b):
+        def loss(x, dt, a, b, h0):  # every input the chunk-end recurrence touches
             y, h = ssd(x, dt, a, b, c, d, h0, impl=impl, **options)
             return (y**2).sum() + (h**2).sum(), (y, h)
 
-        return jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, b)
+        return jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4), has_aux=True)(x, dt, a, b, h0)
 
     (_, out), grads = run("sequential")
     (_, out2), grads2 = run("chunked", chunk_size=8)
