@@ -118,7 +118,7 @@ def bench_train(
     machine = hardware.measure()
     rows = []
 
-    def measure(name: str, length: int, want: int, shrink: bool = True) -> int:
+    def measure(name: str, length: int, want: int, shrink: bool = True) -> dict:
         model = _build(name, vocab, d_model, n_layers, max_len=length)
         fits = want  # halve the batch until the step fits (the row says which batch ran)
         while True:
@@ -145,14 +145,17 @@ def bench_train(
             }
         )
         print(f"{name} L={length} batch {fits}: {seconds:.4g} s, MFU {mfu:.1%}", flush=True)
-        return fits
+        return rows[-1]
 
     for name in archs:
-        shrunk = {measure(name, length, batch) for length in lengths} - {batch}
+        ran = [measure(name, length, batch) for length in lengths]
         # A smaller batch runs fewer tokens per scan step: its growth needs its own
         # reference at the first length, or it would measure the batch, not the length.
+        done = {(r["length"], r["batch"]) for r in ran}
+        shrunk = {r["batch"] for r in ran if math.isfinite(r["seconds"])} - {batch}
         for fits in sorted(shrunk, reverse=True):
-            measure(name, min(lengths), fits, shrink=False)
+            if (min(lengths), fits) not in done:
+                measure(name, min(lengths), fits, shrink=False)["reference"] = True
     _add_growth(rows)
     columns = ("arch", "length", "batch", "seconds", "tokens_per_s", "growth", "model_gflop")
     columns += ("mfu",)
@@ -282,13 +285,13 @@ def _state_kib_per_seq(state, batch: int) -> float:
 
 
 def _plot_mfu(rows: list[dict], batch: int, path: str) -> None:
-    """MFU per arch, a bar per length (each length's first row: the reference rows at a
-    shrunk batch are left out), the batch above a bar that ran at a smaller one."""
+    """MFU per arch, a bar per length (growth's reference rows at a shrunk batch left
+    out), the batch above a bar that ran at a smaller one."""
     groups: dict[str, dict[str, tuple[float, str]]] = {}
     for r in rows:
         cell = groups.setdefault(r["arch"], {})
         key = f"L={r['length']}"
-        if key not in cell and math.isfinite(r["mfu"]):
+        if key not in cell and not r.get("reference") and math.isfinite(r["mfu"]):
             cell[key] = (r["mfu"], "" if r["batch"] == batch else f"b{r['batch']}")
     if any(groups.values()):
         plots.grouped_bars(groups, "model-FLOPs utilisation", path, reference=0.5)
@@ -297,6 +300,8 @@ def _plot_mfu(rows: list[dict], batch: int, path: str) -> None:
 def _plot(rows, xkey, value, ylabel, out_dir, stem):
     series = {}
     for r in rows:
+        if r.get("reference"):  # growth's reference at a shrunk batch: not on the line
+            continue
         if r[value] is not None and math.isfinite(r[value]):  # skipped: not drawn
             series.setdefault(r["arch"], []).append((r[xkey], r[value]))
     if series:

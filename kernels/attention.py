@@ -103,7 +103,7 @@ IMPLS = {
     "cudnn": partial(_jax_attention, implementation="cudnn"),  # NVIDIA GPU, fp16/bf16
     "blockwise": blockwise_attention,  # online softmax, memory linear in L
 }
-# CPU: blockwise wherever it applies (self-attention, key-padding masks). Measured with
+# CPU: blockwise for causal self-attention (key-padding masks at most). Measured with
 # `python run.py bench attention` (docs/benchmarks.md), causal, batch 4, 4 heads of 64,
 # 2-core development CPU, blockwise / xla seconds, forward + backward: 0.56 at L = 256,
 # 0.27 at 1K, 0.16 at 4K (forward only: 0.64, 0.38, 0.17); xla's [L, L] matrices do not
@@ -139,7 +139,7 @@ def attention(
     ``causal`` masks key j > query i (top-left aligned); ``mask`` (True = attend) is
     AND-ed with it. ``impl``: "reference" (einsum + softmax), "xla", "cudnn", "jax"
     (jax picks), "blockwise" (``kernels.blockwise_attention``), or "auto": on CPU
-    "blockwise" where it applies (see ``AUTO``), else "jax".
+    "blockwise" for causal self-attention (see ``AUTO``), else "jax".
     """
     _check_qkv("attention", q, k, v)
     name = resolve("attention", IMPLS, impl, AUTO)
@@ -150,10 +150,11 @@ def attention(
 
 
 def blockwise_applies(q, k, causal: bool, mask) -> bool:
-    """Whether "auto" should use ``blockwise_attention``: self-attention (q_len ==
-    k_len; a decoding step's one query against its cache stays with jax) with at most
-    a key-padding mask."""
-    if q.shape[1] != k.shape[1]:
+    """Whether "auto" should use ``blockwise_attention``: causal self-attention (q_len
+    == k_len; a decoding step's query against its cache stays with jax) with at most a
+    key-padding mask. Bidirectional attention (the LRA classifiers) skips no blocks and
+    is not measured yet, so it stays with jax too."""
+    if not causal or q.shape[1] != k.shape[1]:
         return False
     return key_padding(mask, q.shape[0], k.shape[1]) is not None
 
@@ -236,6 +237,8 @@ def attend_cache(
     single = q_t.ndim == 3
     q = q_t[:, None] if single else q_t
     _check_qkv("attend_cache", q, cache_k, cache_v)
+    if impl == "blockwise":  # a layer built with it: that is for whole sequences
+        impl = "jax"
     chunk, max_len = q.shape[1], cache_k.shape[1]
     keep = _causal_mask(chunk, max_len, offset=jnp.asarray(length, jnp.int32) - chunk)
     y = attention(

@@ -3,12 +3,12 @@
 The online softmax of Milakov & Gimelshein (2018) run block by block, as in
 FlashAttention-2 (Dao 2023, algorithms 1 and 2) and Rabe & Staats (2021, "Self-attention
 does not need O(n^2) memory"): the forward pass keeps, per query row, the running max
-``m``, the running sum ``l`` and the unnormalised output, and saves only the output and
-``logsumexp = m + log l``; the backward pass (a ``custom_vjp``) recomputes each block's
-probabilities from ``logsumexp`` instead of storing the [L, L] matrix. A causal query
+``m``, the running sum ``l`` and the unnormalised output, and saves only the output,
+``m`` and ``l``; the backward pass (a ``custom_vjp``) recomputes each block's
+probabilities from them instead of storing the [L, L] matrix. A causal query
 block visits only the key blocks at or before it, so the work is the useful half of the
 square, not all of it. Plain JAX (``lax`` loops), so it runs on every backend; on CPU it
-is what ``attention(impl="auto")`` uses for long sequences (see ``kernels.attention``).
+is what ``attention(impl="auto")`` uses for causal self-attention (``kernels.attention``).
 
 Masks: ``causal`` and a key-padding mask ``[batch, 1, 1, k_len]`` (True = attend). A row
 whose every key is masked gets finite output (the mean of the values of the blocks it
@@ -58,7 +58,9 @@ def _n_visible(i, causal: bool, n_k: int):
 
 def _forward(q, k, v, keep, *, causal, scale, block):
     """q, k, v: [B, H, L, D] float32, padded to whole blocks; keep: [B, Lk] bool.
-    Returns out [B, H, Lq, D] and logsumexp [B, H, Lq]."""
+    Returns out [B, H, Lq, D] and the softmax statistics (m, l) [B, H, Lq]: the row max
+    and the sum of exp(s - m). They are kept apart, not as logsumexp = m + log l: for a
+    row whose every key is masked m is about -2.4e38, and m + log l rounds back to m."""
     b, h, lq, d = q.shape
     n_q, n_k = lq // block, k.shape[2] // block
     kb = k.reshape(b, h, n_k, block, d)
@@ -86,23 +88,25 @@ def _forward(q, k, v, keep, *, causal, scale, block):
             jnp.zeros((b, h, block, d), jnp.float32),
         )
         m, l, acc = jax.lax.fori_loop(0, _n_visible(i, causal, n_k), visit, init)
-        return acc / l[..., None], m + jnp.log(l)
+        return acc / l[..., None], m, l
 
-    out, lse = jax.lax.map(query_block, jnp.arange(n_q))  # [n_q, B, H, block, ...]
+    out, m, l = jax.lax.map(query_block, jnp.arange(n_q))  # [n_q, B, H, block, ...]
     out = jnp.moveaxis(out, 0, 2).reshape(b, h, lq, d)
-    lse = jnp.moveaxis(lse, 0, 2).reshape(b, h, lq)
-    return out, lse
+    m, l = (jnp.moveaxis(x, 0, 2).reshape(b, h, lq) for x in (m, l))
+    return out, (m, l)
 
 
-def _backward(q, k, v, keep, out, lse, d_out, *, causal, scale, block):
+def _backward(q, k, v, keep, out, stats, d_out, *, causal, scale, block):
     """Gradients w.r.t. q, k, v (FlashAttention-2 algorithm 2): for each key block, the
-    query blocks that see it recompute P = exp(S - logsumexp)."""
+    query blocks that see it recompute P = exp(S - m) / l."""
+    m, l = stats
     b, h, lq, d = q.shape
     n_q, n_k = lq // block, k.shape[2] // block
     delta = jnp.sum(d_out * out, axis=-1)  # D_i = rowsum(dO o O)
     qb = q.reshape(b, h, n_q, block, d)
     dob = d_out.reshape(b, h, n_q, block, d)
-    lseb = lse.reshape(b, h, n_q, block)
+    mb = m.reshape(b, h, n_q, block)
+    inv_lb = (1.0 / l).reshape(b, h, n_q, block)
     deltab = delta.reshape(b, h, n_q, block)
     keepb = keep.reshape(b, n_k, block)
 
@@ -116,7 +120,7 @@ def _backward(q, k, v, keep, out, lse, d_out, *, causal, scale, block):
             s, kept = _block_logits(
                 q_i, k_j, keepb[:, j], i, j, causal=causal, scale=scale, block=block
             )
-            p = jnp.exp(s - lseb[:, :, i][..., None])
+            p = jnp.exp(s - mb[:, :, i][..., None]) * inv_lb[:, :, i][..., None]
             d_v = d_v + jnp.einsum("bhqk,bhqd->bhkd", p, do_i)
             dp = jnp.einsum("bhqd,bhkd->bhqk", do_i, v_j)
             ds = jnp.where(kept, p * (dp - deltab[:, :, i][..., None]), 0.0) * scale
@@ -142,13 +146,13 @@ def _attention(q, k, v, keep, causal, scale, block):
 
 
 def _attention_fwd(q, k, v, keep, causal, scale, block):
-    out, lse = _forward(q, k, v, keep, causal=causal, scale=scale, block=block)
-    return out, (q, k, v, keep, out, lse)
+    out, stats = _forward(q, k, v, keep, causal=causal, scale=scale, block=block)
+    return out, (q, k, v, keep, out, stats)
 
 
 def _attention_bwd(causal, scale, block, residuals, d_out):
-    q, k, v, keep, out, lse = residuals
-    grads = _backward(q, k, v, keep, out, lse, d_out, causal=causal, scale=scale, block=block)
+    q, k, v, keep, out, stats = residuals
+    grads = _backward(q, k, v, keep, out, stats, d_out, causal=causal, scale=scale, block=block)
     return (*grads, None)
 
 

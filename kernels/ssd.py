@@ -78,8 +78,8 @@ def _chunked(x, dt, a, b, c, h0, *, chunk_size: int = 64):
     states = jnp.einsum("bclhn,bhcl,bclhp->bchpn", b, to_end, xd)
     # 3. the recurrence over chunk ends, h_k = exp(sum of chunk k's dt A) h_k-1 + states_k,
     # as a linear scan over the L / chunk_size chunks. (ssd_minimal.py multiplies by a
-    # [chunks, chunks] decay matrix instead: quadratic in the number of chunks, 32x the
-    # work per token at 16K than at 1K with chunks of 64.)
+    # [chunks, chunks] decay matrix instead: quadratic in the number of chunks, 16x the
+    # work per token at 16K than at 1K.)
     chunk_decay = jnp.exp(rearrange(a_cum[..., -1], "b h c -> b c h"))[..., None, None]
     ends, h_last = linear_scan(chunk_decay, states, h0)
     starts = jnp.concatenate([h0[:, None], ends[:, :-1]], axis=1)

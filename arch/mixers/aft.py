@@ -302,9 +302,9 @@ class AFTSimple(nn.Module):
         self.qkv, self.out = qkv_and_out(self.d_model, self.n_layers)
 
     def sequence_flops(self, length: int) -> float:
-        """Per token and channel: the running sums of exp(K) V and exp(K), a multiply-add
-        and an add (causal); twice over the sequence when bidirectional (arch/flops.py)."""
-        return (4.0 if self.causal else 8.0) * self.d_model
+        """Per token and channel: the sums of exp(K) V and exp(K), a multiply-add and an
+        add (running sums when causal, one global sum when not; arch/flops.py)."""
+        return 4.0 * self.d_model
 
     def __call__(self, x, *, train: bool = False, mask=None):
         """Y_t = sigmoid(Q_t) * sum_t' softmax(K)_t' V_t' (eq. 4), t' <= t when causal.

@@ -63,6 +63,7 @@ def test_train_benchmark_halves_the_batch_until_the_step_fits(tmp_path):
     )  # fmt: skip
     shapes = [(r["length"], r["batch"]) for r in rows]
     assert shapes == [(32, 4), (64, 2), (32, 2)]
+    assert [bool(r.get("reference")) for r in rows] == [False, False, True]
     by_shape = {(r["length"], r["batch"]): r for r in rows}
     assert by_shape[(32, 2)]["growth"] == 1.0 == by_shape[(32, 4)]["growth"]
     assert by_shape[(64, 2)]["growth"] == pytest.approx(

@@ -82,7 +82,9 @@ def test_auto_uses_blockwise_on_cpu_where_it_applies(monkeypatch):
     monkeypatch.setitem(A.IMPLS, "blockwise", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     q, k, v = qkv(8)
     A.attention(q, k, v, causal=True, impl="auto")
-    A.attention(q, k, v, causal=False, mask=padding(8)[:, 0, 0], impl="auto")
+    A.attention(q, k, v, causal=True, mask=padding(8)[:, 0, 0], impl="auto")
+    assert len(calls) == (2 if jax.default_backend() == "cpu" else 0)
+    A.attention(q, k, v, causal=False, mask=padding(8)[:, 0, 0], impl="auto")  # unmeasured
     assert len(calls) == (2 if jax.default_backend() == "cpu" else 0)
     # A per-query mask (decoding against a cache) falls back to jax's implementation.
     per_query = jnp.tril(jnp.ones((8, 8), bool))[None, None]
@@ -109,3 +111,20 @@ def test_unsupported_inputs_name_the_fix():
         A.attention(q, k, v, causal=False, mask=per_query, impl="blockwise")
     with pytest.raises(ValueError, match="q_len == k_len"):
         blockwise_attention(q[:, :3], k, v, causal=True)
+
+
+def test_gradient_of_rows_whose_keys_are_all_masked_matches_its_forward():
+    """Left padding under a causal mask leaves the first rows of the second sequence no
+    key to attend to. Their output is finite, and the backward pass differentiates the
+    forward that produced it: attention is linear in v, so f(v + dv) - f(v) must equal
+    the gradient's directional derivative exactly (up to rounding)."""
+    q, k, v = qkv(40)
+    keep = jnp.arange(40)[None, :] >= jnp.asarray([0, 5])[:, None]  # second: 5 pads first
+    mask = keep[:, None, None, :]
+    f = lambda v: blockwise_attention(q, k, v, causal=True, mask=mask, block=16)  # noqa: E731
+    cotangent = jax.random.normal(jax.random.key(4), q.shape)
+    dv = jax.random.normal(jax.random.key(5), v.shape)
+    assert bool(jnp.all(jnp.isfinite(f(v))))
+    grad_v = jax.grad(lambda v: jnp.sum(f(v) * cotangent))(v)
+    finite = jnp.sum((f(v + dv) - f(v)) * cotangent)
+    np.testing.assert_allclose(jnp.sum(grad_v * dv), finite, rtol=1e-4, atol=1e-3)
