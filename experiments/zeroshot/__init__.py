@@ -1,0 +1,1 @@
+"""Zero-shot evaluation: lm-evaluation-harness's scoring rules, natively in JAX."""

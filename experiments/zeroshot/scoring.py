@@ -1,0 +1,106 @@
+"""Continuation log-likelihoods and the metrics lm-evaluation-harness derives from them.
+
+The rules follow lm-eval 0.4.x (``lm_eval/api/model.py`` ``TemplateLM._encode_pair`` and
+``lm_eval/api/task.py`` ``MultipleChoiceTask`` / ``process_results``):
+
+- A request is (context, continuation). Trailing spaces of the context move to the
+  front of the continuation; the concatenation is encoded once and split at the
+  length of the context's own encoding, so a merge across the boundary is scored as
+  the continuation's (``encode_pair``).
+- An empty context becomes the end-of-text token (lm-eval's ``prefix_token_id``).
+- No BOS is added (Pythia, RWKV-4 and Mamba are scored without one).
+- Per request: the summed log-probability of the continuation's tokens, and whether
+  every one of them is the greedy argmax (``loglikelihood``).
+- Multiple choice: acc = argmax of log-likelihood; acc_norm = argmax of log-likelihood
+  divided by the choice's length in characters (``multiple_choice``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids) by lm-eval's rules (see the module docstring)."""
+    spaces = len(context) - len(context.rstrip(" "))
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    if not context:
+        if tokenizer.eos_id is None:
+            raise ValueError(
+                f"an empty context is scored after the end-of-text token, and tokenizer "
+                f"{tokenizer.name!r} has none; use a tokenizer.json with <|endoftext|>"
+            )
+        return [tokenizer.eos_id], tokenizer.encode(continuation)
+    whole = tokenizer.encode(context + continuation)
+    context_ids = tokenizer.encode(context)
+    return whole[: len(context_ids)], whole[len(context_ids) :]
+
+
+def _batches(items: Sequence, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def loglikelihood(
+    model, params, tokenizer, requests: Sequence[tuple[str, str]], *, batch_size: int = 16
+) -> list[tuple[float, bool]]:
+    """(sum of log p(continuation tokens | everything before), all greedy) per request.
+
+    Each request is one row: context + continuation, right-padded to the batch's
+    longest (a causal model's logits at a position never see the padding after it), cut
+    to the model's last ``max_len`` tokens as lm-eval does (the continuation kept).
+    """
+    pairs = [encode_pair(tokenizer, c, x) for c, x in requests]
+    for (_, continuation), request in zip(pairs, requests, strict=True):
+        if not continuation:
+            raise ValueError(f"request {request!r}: the continuation encodes to no tokens")
+    return loglikelihood_ids(model, params, pairs, batch_size=batch_size)
+
+
+def loglikelihood_ids(
+    model, params, pairs: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 16
+) -> list[tuple[float, bool]]:
+    """``loglikelihood`` on (context ids, continuation ids) pairs, already encoded."""
+    max_len = model.backbone.max_len
+    for _, continuation in pairs:
+        if len(continuation) > max_len:
+            raise ValueError(
+                f"a continuation of {len(continuation)} tokens does not fit max_len={max_len}"
+            )
+    apply = jax.jit(model.apply)
+    out = []
+    for chunk in _batches(pairs, batch_size):
+        rows = [(c + x)[-(max_len + 1) :] for c, x in chunk]  # +1: the last id is a target
+        # Widths rounded up to 32 (capped at max_len): a few shapes to compile, not one
+        # per request length.
+        width = min(max_len, -(-(max(len(r) for r in rows) - 1) // 32) * 32)
+        tokens = np.zeros((len(rows), width), np.int32)
+        for i, r in enumerate(rows):
+            tokens[i, : len(r) - 1] = r[:-1]
+        logp = np.asarray(jax.nn.log_softmax(apply(params, jnp.asarray(tokens)), axis=-1))
+        for i, ((_, continuation), r) in enumerate(zip(chunk, rows, strict=True)):
+            n = len(continuation)
+            positions = np.arange(len(r) - 1 - n, len(r) - 1)  # logits that predict them
+            target = np.asarray(continuation)
+            scores = logp[i, positions, target]
+            greedy = bool(np.all(logp[i, positions].argmax(-1) == target))
+            out.append((float(scores.sum()), greedy))
+    return out
+
+
+def multiple_choice(logliks: Sequence[float], choices: Sequence[str], gold: int) -> dict:
+    """{"acc", "acc_norm"} of one question: 1.0 where the argmax is the gold choice.
+
+    ``choices`` as the task lists them (lm-eval's ``doc_to_choice``, without the space
+    that joins them to the context): acc_norm divides by their length in characters."""
+    ll = np.asarray(logliks, np.float64)
+    lengths = np.asarray([float(len(c)) for c in choices])
+    return {
+        "acc": float(np.argmax(ll) == gold),
+        "acc_norm": float(np.argmax(ll / lengths) == gold),
+    }
