@@ -214,13 +214,7 @@ def bench_attention(
             row["gflop_s"] = flops / row["seconds"] / 1e9
             row["mfu"] = row["gflop_s"] / machine["matmul_gflops"]
             rows.append(row)
-    for r in rows:
-        ref = [
-            x["seconds"]
-            for x in rows
-            if (x["length"], x["pass"], x["impl"]) == (r["length"], r["pass"], "xla")
-        ]
-        r["vs_xla"] = r["seconds"] / ref[0] if ref and math.isfinite(ref[0]) else None
+    _add_ratios(rows, base_impl="xla")
     os.makedirs(out_dir, exist_ok=True)
     write_csv(rows, ATTENTION_COLUMNS, os.path.join(out_dir, "attention_bench.csv"))
     plot(rows, os.path.join(out_dir, "attention_bench.png"))
@@ -229,17 +223,16 @@ def bench_attention(
     return rows
 
 
-def _add_ratios(rows: list[dict]) -> None:
-    """vs_sequential = seconds / seconds of 'sequential' at the same kernel/length/pass."""
+def _add_ratios(rows: list[dict], base_impl: str = "sequential") -> None:
+    """vs_<base_impl> = seconds / seconds of ``base_impl`` at the same kernel/length/pass
+    (None where either was not measured)."""
     base = {
-        (r["kernel"], r["length"], r["pass"]): r["seconds"]
-        for r in rows
-        if r["impl"] == "sequential"
+        (r["kernel"], r["length"], r["pass"]): r["seconds"] for r in rows if r["impl"] == base_impl
     }
     for r in rows:
         ref = base.get((r["kernel"], r["length"], r["pass"]))
         ok = ref is not None and ref > 0 and not math.isnan(r["seconds"])
-        r["vs_sequential"] = r["seconds"] / ref if ok else None
+        r[f"vs_{base_impl}"] = r["seconds"] / ref if ok else None
 
 
 def plot(rows: Sequence[dict], path: str) -> str:

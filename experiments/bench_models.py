@@ -33,12 +33,10 @@ def default_archs() -> list[str]:
     return names(bench=True)
 
 
-def _build(name: str, vocab: int, d_model: int, n_layers: int, max_len: int, **options):
+def _build(name: str, vocab: int, d_model: int, n_layers: int, max_len: int):
     import arch  # the registry imports every mixer
 
-    return arch.build(
-        name, vocab_size=vocab, d_model=d_model, n_layers=n_layers, max_len=max_len, **options
-    )
+    return arch.build(name, vocab_size=vocab, d_model=d_model, n_layers=n_layers, max_len=max_len)
 
 
 def memory_budget() -> int:
@@ -157,9 +155,8 @@ def bench_train(
             if (min(lengths), fits) not in done:
                 measure(name, min(lengths), fits, shrink=False)["reference"] = True
     _add_growth(rows)
-    columns = ("arch", "length", "batch", "seconds", "tokens_per_s", "growth", "model_gflop")
-    columns += ("mfu",)
-    columns += ("temp_mib",)
+    columns = ("arch", "length", "batch", "seconds", "tokens_per_s", "growth")
+    columns += ("model_gflop", "mfu", "temp_mib")
     _write(rows, columns, out_dir, "train_bench", "seconds per train step", "length")
     shape = {"batch": batch, "d_model": d_model, "n_layers": n_layers}
     _write_machine(machine, out_dir, **shape)

@@ -100,8 +100,3 @@ def load_tokenizer(spec: str | None = "byte") -> Tokenizer:
     if head != b"{":
         raise ValueError(f"{path}: not a tokenizer.json (JSON object expected)")
     return HFTokenizer(path)
-
-
-def describe(tokenizer: Tokenizer) -> dict:
-    """What a run directory records about its tokenizer (JSON-serialisable)."""
-    return {"name": tokenizer.name, "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id}

@@ -62,17 +62,17 @@ def _check(u, delta, A, B, C, D, z, delta_bias, state) -> None:
             )
 
 
+def _s6_step(A, h, u_t, d_t, b_t, c_t):
+    """One step of eq. 2a/2b: [B, D, N] state; u_t, d_t [B, D]; b_t, c_t [B, N]."""
+    h = jnp.exp(d_t[..., None] * A) * h + (d_t * u_t)[..., None] * b_t[:, None, :]
+    return h, jnp.einsum("bdn,bn->bd", h, c_t)
+
+
 def _sequential(u, delta, A, B, C, h0):
     """lax.scan over time; discretises inside the body, so no [B, L, D, N] tensor."""
     u, A, B, C = (x.astype(F32) for x in (u, A, B, C))
-
-    def step(h, inputs):
-        u_t, d_t, b_t, c_t = inputs  # [B, D], [B, D], [B, N], [B, N]
-        h = jnp.exp(d_t[..., None] * A) * h + (d_t * u_t)[..., None] * b_t[:, None, :]
-        return h, jnp.einsum("bdn,bn->bd", h, c_t)
-
     xs = tuple(jnp.swapaxes(x, 0, 1) for x in (u, delta, B, C))
-    h_last, ys = jax.lax.scan(step, h0, xs)
+    h_last, ys = jax.lax.scan(lambda h, x_t: _s6_step(A, h, *x_t), h0, xs)
     return jnp.swapaxes(ys, 0, 1), h_last
 
 
@@ -85,10 +85,9 @@ def _scan_with_vjp(u, delta, A, B, C, h0):
 def _scan_forward(u, delta, A, B, C, h0):
     """The sequential scan, keeping every state h_t ([L, B, D, N]) for the backward."""
 
-    def step(h, inputs):
-        u_t, d_t, b_t, c_t = inputs
-        h = jnp.exp(d_t[..., None] * A) * h + (d_t * u_t)[..., None] * b_t[:, None, :]
-        return h, (jnp.einsum("bdn,bn->bd", h, c_t), h)
+    def step(h, x_t):
+        h, y_t = _s6_step(A, h, *x_t)
+        return h, (y_t, h)
 
     xs = tuple(jnp.swapaxes(x, 0, 1) for x in (u, delta, B, C))
     h_last, (ys, hs) = jax.lax.scan(step, h0, xs)

@@ -85,11 +85,11 @@ def test_attention_sequence_flops_match_xla():
     )
 
 
-@pytest.mark.parametrize("name", ["mamba", "rwkv", "hawk"])
-def test_recurrence_flops_match_the_decode_step(name):
+def test_mamba_recurrence_flops_match_the_decode_step():
     """The decode step runs the recurrence once per token, outside any loop (which XLA
-    would count once), so its count checks each mixer's ``sequence_flops``."""
-    model, params, _ = _lm(name)
+    would count once), so its count checks Mamba's ``sequence_flops`` (5% of the total
+    here: RWKV's and Hawk's terms are too small beside their weights for this check)."""
+    model, params, _ = _lm("mamba")
     real = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
     state = model.apply(real, 1, method="init_state")
     step = jax.jit(lambda p, s, t: model.apply(p, s, t, method="step"))
