@@ -57,6 +57,7 @@ class Backbone(nn.Module):
     norm: str = "layer"
     norm_eps: float = 1e-5
     prenorm: bool = True
+    parallel_residual: bool = False  # GPT-NeoX blocks (arch.blocks.Block)
     dropout: float = 0.0
     embed_norm: bool = False  # RWKV normalises the embedding once (ln0)
     embed_init: Callable | None = None  # token embedding init; None: N(0, 0.02)
@@ -106,6 +107,7 @@ class Backbone(nn.Module):
                 norm=self.norm,
                 norm_eps=self.norm_eps,
                 prenorm=self.prenorm,
+                parallel_residual=self.parallel_residual,
                 dropout=self.dropout,
             )
             for i in range(self.n_layers)

@@ -6,6 +6,7 @@ sub-states), so a backbone steps through its blocks exactly as it applies them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -31,7 +32,9 @@ class Block(nn.Module):
     """Pre-norm ``x + f(norm(x))`` or post-norm ``norm(x + f(x))``, twice.
 
     ``mixer_factory`` and ``channel_factory`` build the two sub-modules (the channel
-    mixer may be absent, as in Mamba).
+    mixer may be absent, as in Mamba). ``parallel_residual``: both read the same input,
+    ``x + f(norm1(x)) + g(norm2(x))`` (GPT-J and GPT-NeoX, Black et al. 2022, section
+    2.1; Pythia's ``use_parallel_residual``); pre-norm with a channel mixer only.
     """
 
     mixer_factory: Callable[[], nn.Module]
@@ -40,8 +43,14 @@ class Block(nn.Module):
     norm_eps: float = 1e-5
     prenorm: bool = True
     dropout: float = 0.0
+    parallel_residual: bool = False
 
     def setup(self):
+        if self.parallel_residual and (self.channel_factory is None or not self.prenorm):
+            raise ValueError(
+                "parallel_residual=True needs a pre-norm block with a channel mixer "
+                "(x + mixer(norm1(x)) + channel(norm2(x)))"
+            )
         self.norm1 = make_norm(self.norm, self.norm_eps)
         self.mixer = self.mixer_factory()
         if self.channel_factory is not None:
@@ -58,6 +67,11 @@ class Block(nn.Module):
         return state, norm(x + self.drop(y, deterministic=not train))
 
     def _forward(self, x, mixer_fn, channel_fn, train):
+        if self.parallel_residual:
+            mixer_state, y = mixer_fn(self.norm1(x))
+            channel_state, z = channel_fn(self.norm2(x))
+            drop = functools.partial(self.drop, deterministic=not train)
+            return BlockState(mixer_state, channel_state), x + drop(y) + drop(z)
         mixer_state, x = self._residual(x, self.norm1, mixer_fn, train)
         channel_state = NoState()
         if self.channel_factory is not None:

@@ -38,12 +38,20 @@ class PositionWise(nn.Module):
         return state, self(x)
 
 
+MLP_ACTIVATIONS = {
+    "gelu_tanh": lambda x: nn.gelu(x, approximate=True),
+    "gelu_exact": lambda x: nn.gelu(x, approximate=False),
+}
+
+
 class MLP(PositionWise):
     """Dense -> GELU -> Dense (the Transformer feed-forward, Vaswani et al. 2017 eq. 2).
 
     ``weight_init``: "gpt2" (``gpt2_inits``) or "xavier" (Xavier-uniform kernels, the LRA
     Transformer's ``MlpBlock``); ``dropout``: on the hidden activations (LRA's
-    ``MlpBlock`` drops after the GELU; the block drops the output).
+    ``MlpBlock`` drops after the GELU; the block drops the output); ``activation``:
+    "gelu_tanh" (the tanh approximation, Flax's default) or "gelu_exact" (the erf form,
+    GPT-NeoX/Pythia's ``hidden_act="gelu"``).
     """
 
     d_model: int
@@ -52,8 +60,13 @@ class MLP(PositionWise):
     expand: int = 4
     weight_init: str = "gpt2"
     dropout: float = 0.0
+    activation: str = "gelu_tanh"
 
     def setup(self):
+        if self.activation not in MLP_ACTIVATIONS:
+            raise ValueError(
+                f"unknown MLP activation {self.activation!r}; valid: {', '.join(MLP_ACTIVATIONS)}"
+            )
         if self.weight_init not in ("gpt2", "xavier"):
             raise ValueError(f"unknown MLP weight_init {self.weight_init!r}; valid: gpt2, xavier")
         if self.weight_init == "xavier":
@@ -65,7 +78,8 @@ class MLP(PositionWise):
         self.drop = nn.Dropout(self.dropout)
 
     def __call__(self, x, *, train: bool = False):
-        return self.down(self.drop(nn.gelu(self.up(x)), deterministic=not train))
+        hidden = MLP_ACTIVATIONS[self.activation](self.up(x))
+        return self.down(self.drop(hidden, deterministic=not train))
 
 
 GLU_ACTIVATIONS = {"silu": nn.silu, "gelu": lambda x: nn.gelu(x, approximate=True)}

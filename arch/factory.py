@@ -44,6 +44,7 @@ def build(
     max_len: int = 2048,
     norm: str | None = None,
     prenorm: bool | None = None,
+    parallel_residual: bool = False,
     channel: str | None = None,
     norm_eps: float = 1e-5,
     pos_emb: str = "none",
@@ -52,6 +53,7 @@ def build(
     embed_dropout: float = 0.0,
     embed_std: float | None = None,
     channel_options: Mapping[str, Any] | None = None,
+    tie_embeddings: bool | None = None,
     **mixer_options: Any,
 ) -> nn.Module:
     """Build architecture ``name`` (a key of ``ARCHS``, or an ``ArchSpec``) with a head.
@@ -62,6 +64,9 @@ def build(
     ``head_mlp`` puts a hidden ReLU layer of that width in the head. ``embed_dropout``
     drops the embedded inputs, ``embed_std`` replaces the embedding init by N(0, std^2),
     ``channel_options`` go to the channel mixer (e.g. ``{"expand": 2}``).
+    ``parallel_residual`` adds the mixer and channel branches of a block side by side
+    (GPT-NeoX); ``tie_embeddings`` (None: the architecture's layout) reads the logits
+    off the embedding matrix.
     ``mixer_options`` go to the sequence mixer (e.g. ``n_heads`` for transformer,
     ``d_state`` for s4/mamba); an option the mixer does not have is an error that lists
     the ones it has.
@@ -96,6 +101,10 @@ def build(
         raise ValueError("head='lm' needs vocab_size")
     if head != "lm" and not n_classes:
         raise ValueError(f"head={head!r} needs n_classes")
+    if head != "lm" and tie_embeddings is not None:
+        raise ValueError("tie_embeddings is a language-model option: use head='lm'")
+    if parallel_residual and (channel or spec.channel) == "none":
+        raise ValueError(f"parallel_residual=True needs a channel mixer; {name} has none")
     if head == "lm" and (cls_token or head_mlp):
         raise ValueError("cls_token and head_mlp are classifier options: use head='classify'")
     if cls_token and not bidirectional:
@@ -162,6 +171,7 @@ def build(
         norm=spec.norm if norm is None else norm,
         norm_eps=norm_eps,
         prenorm=spec.prenorm if prenorm is None else prenorm,
+        parallel_residual=parallel_residual,
         dropout=dropout,
         embed_norm=spec.embed_norm,
         embed_init=spec.embed_init if embed_std is None else nn.initializers.normal(embed_std),
@@ -171,8 +181,7 @@ def build(
         embed_dropout=embed_dropout,
     )
     if head == "lm":
-        return LanguageModel(
-            backbone=backbone, tie_embeddings=spec.tie_embeddings, head_init=spec.head_init
-        )
+        tie = spec.tie_embeddings if tie_embeddings is None else tie_embeddings
+        return LanguageModel(backbone=backbone, tie_embeddings=tie, head_init=spec.head_init)
     head_cls = Classifier if head == "classify" else DualEncoder
     return head_cls(backbone=backbone, n_classes=n_classes, pooling=pooling, head_mlp=head_mlp)

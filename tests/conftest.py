@@ -50,3 +50,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not on_gpu:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoints(tmp_path_factory):
+    """{kind: (directory, torch model)}: random transformers models written by
+    save_pretrained (tests/hf_models.py), once per test worker."""
+    pytest.importorskip("torch", reason="torch is a dev requirement (parity tests)")
+    pytest.importorskip("transformers", reason="transformers is a dev requirement")
+    from tests.hf_models import KINDS, save_random
+
+    root = tmp_path_factory.mktemp("hf")
+    return {kind: (str(root / kind), save_random(kind, str(root / kind))) for kind in KINDS}

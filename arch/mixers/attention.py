@@ -11,7 +11,10 @@ Glossary (code -> paper):
 - ``K.attention`` = softmax(Q K^T / sqrt(d_k)) V (eq. 1), with query i seeing keys
   j <= i when causal;
 - ``pos="rope"``: q and k rotated by R_{Theta, m} at their position m (RoFormer eq. 34),
-  theta_i = ``rope_base``^(-2i / d_k);
+  theta_i = ``rope_base``^(-2i / d_r); ``rotary_fraction``: only the first
+  d_r = ``rotary_fraction`` * d_k channels of each head rotate, the rest pass through
+  (GPT-NeoX's ``rotary_pct``, 0.25 in Pythia: Black et al. 2022, section 2.1; Biderman
+  et al. 2023);
 - ``KVCache``: the (rotated) keys and values of every position so far, the state.
 
 The recurrent state is a KV cache of fixed size ``max_len``: it holds every past key
@@ -98,7 +101,8 @@ class Attention(nn.Module):
     """Causal or bidirectional multi-head attention.
 
     Options: ``n_heads`` = h; ``qkv_dim``: the width of q, k and v (None: d_model);
-    ``pos``: ``"rope"`` (rotary, base ``rope_base``) or ``"none"`` (positions come from
+    ``pos``: ``"rope"`` (rotary, base ``rope_base``, on ``rotary_fraction`` of each
+    head's channels) or ``"none"`` (positions come from
     the backbone's ``pos_emb``, or nowhere); ``max_len``: the size of the KV cache and
     the longest chunk; ``dropout`` on the output; ``attn_dropout`` on the attention
     probabilities (training only; it takes the "reference" kernel, which materialises
@@ -114,6 +118,7 @@ class Attention(nn.Module):
     qkv_dim: int | None = None
     pos: str = "rope"
     rope_base: float = 10000.0
+    rotary_fraction: float = 1.0
     max_len: int = 2048
     dropout: float = 0.0
     attn_dropout: float = 0.0
@@ -130,9 +135,13 @@ class Attention(nn.Module):
             raise ValueError(f"attn_dropout={self.attn_dropout!r} must be in [0, 1)")
         if self.pos not in POS_ENCODINGS:
             raise ValueError(f"unknown pos {self.pos!r}; valid: {', '.join(POS_ENCODINGS)}")
-        if self.pos == "rope" and self.head_dim % 2:
+        if not 0.0 < self.rotary_fraction <= 1.0:
+            raise ValueError(f"rotary_fraction={self.rotary_fraction!r} must be in (0, 1]")
+        if self.pos == "rope" and (self.rotary_dim % 2 or self.rotary_dim < 2):
             raise ValueError(
-                f"pos='rope' needs an even head dim, got qkv_dim/n_heads={self.head_dim}"
+                f"pos='rope' rotates an even number >= 2 of channels per head, got "
+                f"int(head_dim {self.head_dim} x rotary_fraction {self.rotary_fraction}) = "
+                f"{self.rotary_dim}; pick n_heads or rotary_fraction to make it even"
             )
         if self.max_len < 1:
             raise ValueError(f"max_len={self.max_len} must be >= 1")
@@ -149,6 +158,11 @@ class Attention(nn.Module):
     @property
     def head_dim(self) -> int:
         return self.width // self.n_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        """Channels per head that rotate (GPT-NeoX: ``int(head_size * rotary_pct)``)."""
+        return int(self.head_dim * self.rotary_fraction)
 
     def sequence_flops(self, length: int) -> float:
         """Per token: q.k scores and the weighted sum of v, 2 x 2 x width FLOPs per key
@@ -177,9 +191,14 @@ class Attention(nn.Module):
         qkv = self.qkv(x)  # (B T 3*d_model)
         q, k, v = rearrange(qkv, "b t (three h d) -> three b t h d", three=3, h=self.n_heads)
         if self.pos == "rope":
-            q = K.rope(q, positions, self.rope_base)
-            k = K.rope(k, positions, self.rope_base)
+            q, k = (self._rotate(t, positions) for t in (q, k))
         return q, k, v
+
+    def _rotate(self, t, positions):
+        if self.rotary_dim == self.head_dim:
+            return K.rope(t, positions, self.rope_base)
+        rotated = K.rope(t[..., : self.rotary_dim], positions, self.rope_base)
+        return jnp.concatenate([rotated, t[..., self.rotary_dim :]], axis=-1)
 
     def _output(self, y, train: bool):
         y = self.out(rearrange(y, "b t h d -> b t (h d)"))  # Concat(heads) W^O

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import arch
 from arch import params as P
 from arch import protocol
 from arch.mixers.aft import (
@@ -295,3 +296,15 @@ def test_bidirectional_outputs_do_not_depend_on_the_padding(name):
     # an all-padding example: no real key anywhere, still finite
     y_none = apply(params, x8, jnp.zeros((2, 8), bool))
     assert np.all(np.isfinite(y_none))
+
+
+def test_gpt_neox_options_are_checked():
+    with pytest.raises(ValueError, match="rotates an even number"):
+        arch.build("transformer", vocab_size=8, d_model=32, n_heads=4, rotary_fraction=0.1)
+    with pytest.raises(ValueError, match="rotary_fraction"):
+        arch.build("transformer", vocab_size=8, d_model=32, rotary_fraction=1.5)
+    with pytest.raises(ValueError, match="parallel_residual=True needs a channel mixer"):
+        arch.build("mamba", vocab_size=8, parallel_residual=True)
+    with pytest.raises(ValueError, match="unknown MLP activation"):
+        model = arch.build("transformer", vocab_size=8, channel_options={"activation": "relu"})
+        model.init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))
