@@ -66,31 +66,46 @@ def loglikelihood_ids(
     model, params, pairs: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 16
 ) -> list[tuple[float, bool]]:
     """``loglikelihood`` on (context ids, continuation ids) pairs, already encoded."""
-    max_len = model.backbone.max_len
-    for _, continuation in pairs:
-        if len(continuation) > max_len:
-            raise ValueError(
-                f"a continuation of {len(continuation)} tokens does not fit max_len={max_len}"
-            )
-    apply = jax.jit(model.apply)
-    out = []
-    for chunk in _batches(pairs, batch_size):
-        rows = [(c + x)[-(max_len + 1) :] for c, x in chunk]  # +1: the last id is a target
-        # Widths rounded up to 32 (capped at max_len): a few shapes to compile, not one
-        # per request length.
-        width = min(max_len, -(-(max(len(r) for r in rows) - 1) // 32) * 32)
-        tokens = np.zeros((len(rows), width), np.int32)
-        for i, r in enumerate(rows):
-            tokens[i, : len(r) - 1] = r[:-1]
-        logp = np.asarray(jax.nn.log_softmax(apply(params, jnp.asarray(tokens)), axis=-1))
-        for i, ((_, continuation), r) in enumerate(zip(chunk, rows, strict=True)):
-            n = len(continuation)
-            positions = np.arange(len(r) - 1 - n, len(r) - 1)  # logits that predict them
-            target = np.asarray(continuation)
-            scores = logp[i, positions, target]
-            greedy = bool(np.all(logp[i, positions].argmax(-1) == target))
-            out.append((float(scores.sum()), greedy))
-    return out
+    return RowScorer(model, params).score(pairs, batch_size=batch_size)
+
+
+class RowScorer:
+    """Scores whole rows (context + continuation) in batches with one jitted ``apply``,
+    kept so that later calls reuse its compiled shapes."""
+
+    def __init__(self, model, params):
+        self.params = params
+        self.max_len = model.backbone.max_len
+        self._apply = jax.jit(model.apply)
+
+    def score(
+        self, pairs: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 16
+    ) -> list[tuple[float, bool]]:
+        max_len = self.max_len
+        for _, continuation in pairs:
+            if len(continuation) > max_len:
+                raise ValueError(
+                    f"a continuation of {len(continuation)} tokens does not fit max_len={max_len}"
+                )
+        out = []
+        for chunk in _batches(pairs, batch_size):
+            rows = [(c + x)[-(max_len + 1) :] for c, x in chunk]  # +1: the last id is a target
+            # Widths rounded up to 32 (capped at max_len): a few shapes to compile, not one
+            # per request length.
+            width = min(max_len, -(-(max(len(r) for r in rows) - 1) // 32) * 32)
+            tokens = np.zeros((len(rows), width), np.int32)
+            for i, r in enumerate(rows):
+                tokens[i, : len(r) - 1] = r[:-1]
+            logits = self._apply(self.params, jnp.asarray(tokens))
+            logp = np.asarray(jax.nn.log_softmax(logits, axis=-1))
+            for i, ((_, continuation), r) in enumerate(zip(chunk, rows, strict=True)):
+                n = len(continuation)
+                positions = np.arange(len(r) - 1 - n, len(r) - 1)  # logits that predict them
+                target = np.asarray(continuation)
+                scores = logp[i, positions, target]
+                greedy = bool(np.all(logp[i, positions].argmax(-1) == target))
+                out.append((float(scores.sum()), greedy))
+        return out
 
 
 def multiple_choice(logliks: Sequence[float], choices: Sequence[str], gold: int) -> dict:
