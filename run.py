@@ -10,6 +10,10 @@
     python run.py table lra runs/lra                # ours beside the published numbers
     python run.py table sweep runs/sweeps/mqar_state  # mean ± std over seeds, best lr, plots
     python run.py bench kernels --out runs/bench    # kernels|train|attention|generate|throughput
+    python run.py data lm --corpus texts/ --tokenizer 20B_tokenizer.json  # LM token files
+    python run.py zeroshot --weights pythia-160m/ --tokenizer 20B_tokenizer.json --workdir runs/zs/a
+    python run.py table zeroshot runs/zs            # ours beside the RWKV and Mamba papers
+    python run.py generate --weights mamba-130m/ --tokenizer 20B_tokenizer.json --prompt "The"
 
 Add --traceback to see the full Python traceback of an error.
 """
@@ -47,8 +51,12 @@ flags.DEFINE_integer("batch", None, "Batch size for `bench train|generate` (defa
 flags.DEFINE_integer("d_model", None, "Model width for `bench train|generate|throughput`.")
 flags.DEFINE_integer("n_layers", None, "Layers for `bench train|generate|throughput`.")
 flags.DEFINE_string("corpus", None, "Text for `data lm`: a file, a directory, JSONL or tfds:NAME.")
-flags.DEFINE_string("tokenizer", None, "'byte' or a tokenizer.json (`data lm`, `zeroshot`, `generate`).")
-flags.DEFINE_string("weights", None, "Pretrained weights (`zeroshot`, `generate`): a dir, a .pth or a run.")
+flags.DEFINE_string(
+    "tokenizer", None, "'byte' or a tokenizer.json (`data lm`, `zeroshot`, `generate`)."
+)
+flags.DEFINE_string(
+    "weights", None, "Pretrained weights (`zeroshot`, `generate`): a dir, a .pth or a run."
+)
 flags.DEFINE_list("tasks", None, "Zero-shot tasks for `zeroshot` (default: all eight).")
 flags.DEFINE_integer("limit", None, "Score only the first N items of each zero-shot task.")
 flags.DEFINE_string("prompt", None, "Prompt for `generate`.")
@@ -59,7 +67,9 @@ flags.DEFINE_float("top_p", None, "Nucleus sampling mass (`generate`).")
 flags.DEFINE_integer("seed", 0, "Random seed for `generate`.")
 flags.DEFINE_enum("split", "val", ["val", "test"], "Split for `eval`.")
 flags.DEFINE_string("checkpoint", "best", "Checkpoint for `eval`: best, latest or a step.")
-flags.DEFINE_string("name", None, "Name of the `eval` result (eval/<name>.json).")
+flags.DEFINE_string(
+    "name", None, "`eval`: the result's name; `zeroshot`: the published row to compare with."
+)
 flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
 
 

@@ -93,8 +93,17 @@ def cmd_data(args, flags):
 
     if not args:
         raise ValueError(
-            "say which data set: python run.py data <task>; tasks: " + ", ".join(prepare.PREPARABLE)
+            "say which data set: python run.py data <task>; tasks: "
+            + ", ".join((*prepare.PREPARABLE, "lm"))
         )
+    if args[0] == "lm":  # a corpus (--corpus; None: the stdlib) -> token files
+        from experiments import lm_data
+
+        data_dir = flags.data_dir
+        if not flags["data_dir"].present:  # not the LRA default "data": its own folder
+            data_dir = lm_data.default_data_dir(flags.corpus, flags.tokenizer)
+        print(lm_data.prepare(data_dir, flags.corpus, flags.tokenizer))
+        return
     options = {
         "resolution": flags.resolution,
         "difficulty": flags.difficulty,
@@ -106,10 +115,15 @@ def cmd_data(args, flags):
 def cmd_table(args, flags):
     from experiments import lra_table, sweep_table
 
-    if len(args) != 2 or args[0] not in ("lra", "sweep"):
-        raise ValueError("usage: python run.py table lra|sweep <runs dir>")
+    if len(args) != 2 or args[0] not in ("lra", "sweep", "zeroshot"):
+        raise ValueError("usage: python run.py table lra|sweep|zeroshot <runs dir>")
     out = flags.out or args[1]
-    if args[0] == "lra":
+    if args[0] == "zeroshot":
+        from experiments.zeroshot import table
+
+        print(table.write_table(args[1], out=out))
+        print(f"written: zeroshot_table.md, zeroshot_table.csv and zeroshot_figure.png in {out}")
+    elif args[0] == "lra":
         print(lra_table.write_table(args[1], out=out))
         print(f"written: lra_table.md, lra_table.csv and lra_curves.png (if any runs) in {out}")
     else:
@@ -143,6 +157,7 @@ BENCH_LENGTHS = {  # CPU-sized defaults; pass --lengths for GPU-sized runs
     "attention": [256, 1024, 4096, 16384],
     "generate": [100, 1000, 10000],
     "throughput": [1024],  # the context the decode step follows
+    "scoring": [128, 512],  # the zero-shot questions' context
 }
 BENCH_BATCHES = [1, 4, 16, 64]
 
@@ -174,6 +189,14 @@ def cmd_bench(args, flags):
         for k in ("d_model", "n_layers", "batch")
         if getattr(flags, k, None) is not None
     }
+    if which == "scoring":
+        from experiments.zeroshot.bench import DEFAULT_ARCHS, bench_scoring
+
+        if "batch" in shape:
+            raise ValueError("bench scoring scores questions of 4 choices: drop --batch")
+        bench_scoring(flags.archs or DEFAULT_ARCHS, lengths, out, **shape)
+        print(f"CSV and PNG in {out}/")
+        return
     if which in ("kernels", "attention") and shape:
         raise ValueError(f"bench {which} has a fixed layout: drop --d_model/--n_layers/--batch")
     if which == "kernels":
@@ -192,6 +215,68 @@ def cmd_bench(args, flags):
     print(f"CSV and PNG in {out}/")
 
 
+ZEROSHOT_DATA = "data/zeroshot"
+
+
+def cmd_zeroshot(args, flags):
+    """Score pretrained weights (or a run of ours) on the zero-shot tasks."""
+    from experiments.zeroshot.evaluate import run_zeroshot
+
+    weights = _require(flags.weights, "--weights (a save_pretrained dir, a .pth or a run dir)")
+    workdir = _require(flags.workdir, "--workdir (where results.json goes)")
+    data_dir = flags.data_dir if flags["data_dir"].present else ZEROSHOT_DATA
+    if args:
+        raise ValueError(f"zeroshot takes no arguments (got {' '.join(args)}); use --tasks")
+    if flags.limit is not None and flags.limit < 1:
+        raise ValueError(f"--limit={flags.limit} must be >= 1")
+    record = run_zeroshot(
+        weights,
+        flags.tasks,
+        data_dir,
+        workdir,
+        tokenizer=flags.tokenizer,
+        limit=flags.limit,
+        published=flags.name,
+    )
+    print(json.dumps(record["tasks"], indent=1))
+    print(
+        f"written: {workdir}/results.json and {workdir}/items/; compare with "
+        f"`python run.py table zeroshot {os.path.dirname(workdir.rstrip('/')) or '.'}`"
+    )
+
+
+def cmd_generate(args, flags):
+    """Continue --prompt with --weights, printing the text as it comes and tokens/s."""
+    import functools
+
+    from experiments.generate import generate_text
+    from experiments.lm_loading import load_lm
+
+    weights = _require(flags.weights, "--weights (a save_pretrained dir, a .pth or a run dir)")
+    if flags.prompt is None:
+        raise ValueError("give --prompt 'text to continue'")
+    model, params, tokenizer = load_lm(weights, tokenizer=flags.tokenizer)
+    print(flags.prompt, end="", flush=True)
+    _, stats = generate_text(
+        model,
+        params,
+        tokenizer,
+        flags.prompt,
+        max_new_tokens=flags.max_new_tokens,
+        temperature=flags.temperature,
+        top_k=flags.top_k,
+        top_p=flags.top_p,
+        seed=flags.seed,
+        stream=functools.partial(print, end="", flush=True),
+    )
+    print(
+        "\n\n"
+        + ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()
+        )
+    )
+
+
 COMMANDS = {
     "compare": cmd_compare,
     "train": cmd_train,
@@ -200,6 +285,8 @@ COMMANDS = {
     "table": cmd_table,
     "sweep": cmd_sweep,
     "bench": cmd_bench,
+    "zeroshot": cmd_zeroshot,
+    "generate": cmd_generate,
 }
 
 
@@ -210,7 +297,7 @@ def _require(value, what: str):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [ValueError, KeyError, FileNotFoundError]
+    errors: list[type[BaseException]] = [ValueError, KeyError, FileNotFoundError, FileExistsError]
     try:
         from experiments.lra.common import DataMissingError
 

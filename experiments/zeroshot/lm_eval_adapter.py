@@ -68,9 +68,10 @@ class SubquadraticLM(LM):
         pretrained: str | None = None,
         tokenizer: str | None = None,
         batch_size: int | str | None = DEFAULT_BATCH_SIZE,
+        max_batch_size: int | None = None,
+        device: str | None = None,
         *,
         loaded: tuple[Any, Any, Any] | None = None,
-        **ignored,
     ) -> None:
         super().__init__()
         if loaded is None:
@@ -84,11 +85,23 @@ class SubquadraticLM(LM):
             loaded = load_lm(pretrained, tokenizer)
         self.model, self.params, self.tok = loaded
         self.batch_size = _batch_size(batch_size)
-        # lm-eval passes device / max_batch_size for torch backends; JAX places arrays itself.
-        unused = {k: v for k, v in ignored.items() if v is not None}
-        if unused:
-            log.warning("subquadratic: ignoring model_args %s", unused)
+        # lm-eval passes these for torch backends; JAX places the arrays itself.
+        del max_batch_size
+        if device is not None:
+            log.warning("subquadratic: ignoring device=%s (JAX picks its devices)", device)
         self._warned_gen_kwargs: set[str] = set()
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict, additional_config=None):
+        """lm-eval's constructor path; ``model_args`` win over the command line's own
+        ``--batch_size`` (which lm-eval always passes, 1 by default)."""
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        return cls(**{**extra, **arg_dict})
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string, additional_config=None):
+        args = lm_utils.simple_parse_args_string(arg_string)
+        return cls.create_from_arg_obj(args, additional_config)
 
     @classmethod
     def from_model(cls, model, params, tokenizer, *, batch_size: int = DEFAULT_BATCH_SIZE):

@@ -3,11 +3,14 @@
 The rules follow lm-eval 0.4.x (``lm_eval/api/model.py`` ``TemplateLM._encode_pair`` and
 ``lm_eval/api/task.py`` ``MultipleChoiceTask`` / ``process_results``):
 
-- A request is (context, continuation). Trailing spaces of the context move to the
-  front of the continuation; the concatenation is encoded once and split at the
-  length of the context's own encoding, so a merge across the boundary is scored as
-  the continuation's (``encode_pair``).
-- An empty context becomes the end-of-text token (lm-eval's ``prefix_token_id``).
+- A request is (context, continuation). Trailing whitespace of the context (spaces and
+  newlines alike: ``context.rstrip()``) moves to the front of the continuation; the
+  concatenation is encoded once and split at the length of the context's own
+  encoding, so a merge across the boundary is scored as the continuation's
+  (``encode_pair``).
+- An empty context becomes the end-of-text token (lm-eval's ``prefix_token_id``), or,
+  when the continuation's encoding starts with that token, its first token. A context
+  of whitespace only is refused (lm-eval would score it with no context token at all).
 - No BOS is added (Pythia, RWKV-4 and Mamba are scored without one).
 - Per request: the summed log-probability of the continuation's tokens, and whether
   every one of them is the greedy argmax (``loglikelihood``).
@@ -26,16 +29,25 @@ import numpy as np
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """(context ids, continuation ids) by lm-eval's rules (see the module docstring)."""
-    spaces = len(context) - len(context.rstrip(" "))
-    if spaces:
-        context, continuation = context[:-spaces], context[-spaces:] + continuation
-    if not context:
+    if not context:  # lm-eval's loglikelihood: the end-of-text token stands in
         if tokenizer.eos_id is None:
             raise ValueError(
                 f"an empty context is scored after the end-of-text token, and tokenizer "
                 f"{tokenizer.name!r} has none; use a tokenizer.json with <|endoftext|>"
             )
-        return [tokenizer.eos_id], tokenizer.encode(continuation)
+        ids = tokenizer.encode(continuation)
+        if ids and ids[0] == tokenizer.eos_id:  # it starts with one: that is the context
+            return ids[:1], ids[1:]
+        return [tokenizer.eos_id], ids
+    # Trailing whitespace (spaces, newlines: lm-eval's ``context.rstrip()``) moves over.
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    if not context:
+        raise ValueError(
+            f"context {context + continuation[:spaces]!r} is whitespace only: give an empty "
+            "context (scored after the end-of-text token) or some text"
+        )
     whole = tokenizer.encode(context + continuation)
     context_ids = tokenizer.encode(context)
     return whole[: len(context_ids)], whole[len(context_ids) :]

@@ -6,10 +6,11 @@ Each task shows the metric the papers report (``ZeroShotTask.headline``: acc_nor
 HellaSwag, ARC-Challenge and OpenBookQA, acc otherwise; LAMBADA's perplexity too), in
 percent. A run is set beside the published rows of the model it evaluated: the row its
 ``results.json`` names (``published``, from ``run.py zeroshot --name``), else the rows
-whose model name matches the weights' file name (``pythia-160m`` -> "Pythia 160M" and
-"Pythia-160M", one row per paper). The difference is ours minus theirs.
+whose model name matches the weights' file name, or else the run directory's name
+(``pythia-160m`` -> "Pythia 160M" and "Pythia-160M", one row per paper). The
+difference is ours minus theirs.
 
-The figure follows the RWKV paper's zero-shot figure (Peng et al. 2023, Figure 5):
+The figure follows the RWKV paper's zero-shot figure (Peng et al. 2023):
 per task, accuracy against parameter count, one line per model family, our runs as
 labelled points.
 """
@@ -42,8 +43,9 @@ def _key(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
-def matching_rows(result: dict) -> list:
-    """Published rows for a run: the one it names, else those its weights' name matches."""
+def matching_rows(result: dict, run_name: str = "") -> list:
+    """Published rows for a run: the one it names, else those its weights' file name (or
+    else its run directory's name) matches."""
     named = result.get("published")
     if named:
         rows = [r for r in ROWS if _key(r.model) == _key(named)]
@@ -51,9 +53,12 @@ def matching_rows(result: dict) -> list:
             valid = ", ".join(sorted({r.model for r in ROWS}))
             raise ValueError(f"published row {named!r} unknown; valid: {valid}")
         return rows
-    weights = _key(os.path.basename(str(result.get("weights", "")).rstrip("/")))
-    found = [r for r in ROWS if _key(r.model) in weights]
-    return [r for r in found if len(_key(r.model)) == max(len(_key(f.model)) for f in found)]
+    for name in (os.path.basename(str(result.get("weights", "")).rstrip("/")), run_name):
+        found = [r for r in ROWS if _key(r.model) in _key(name)]
+        if found:
+            longest = max(len(_key(r.model)) for r in found)
+            return [r for r in found if len(_key(r.model)) == longest]
+    return []
 
 
 def our_scores(result: dict) -> dict[str, float]:
@@ -95,7 +100,7 @@ def rows(runs: list[tuple[str, dict]]) -> tuple[list[dict], list[str]]:
         ours = our_scores(result)
         table.append({"model": f"ours: {name}", "params": result.get("n_params"), **ours,
                       "source": f"measured ({_limit(result)})"})  # fmt: skip
-        for row in matching_rows(result):
+        for row in matching_rows(result, os.path.basename(name)):
             theirs = published_scores(row)
             table.append({"model": row.model, "params": int(row.params), **theirs,
                           "source": row.source})  # fmt: skip

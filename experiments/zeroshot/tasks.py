@@ -43,7 +43,8 @@ class ZeroShotTask:
             docs = self.reader(paths)
         except FileNotFoundError as err:
             raise FileNotFoundError(
-                f"{err.filename}: no such file (source: {self.source})"
+                f"{err.filename}: no such file (source: {self.source}; "
+                "docs/zeroshot_tasks.md lists every file; --data_dir names their root)"
             ) from None
         if not docs:
             raise ValueError(f"{paths[0]}: no documents")

@@ -43,8 +43,12 @@ def test_trailing_spaces_of_the_context_move_to_the_continuation():
     tok = ByteTokenizer()
     assert encode_pair(tok, "Answer: ", "yes") == (list(b"Answer:"), list(b" yes"))
     assert encode_pair(tok, "Q:", " no") == (list(b"Q:"), list(b" no"))
+    # lm-eval's context.rstrip(): newlines and tabs move too, not only spaces.
+    assert encode_pair(tok, "Q:\n\t ", "no") == (list(b"Q:"), list(b"\n\t no"))
     with pytest.raises(ValueError, match="empty context.*has none"):
         encode_pair(tok, "", "x")
+    with pytest.raises(ValueError, match="whitespace only"):
+        encode_pair(tok, " \n", "x")
 
 
 def test_the_split_is_at_the_context_encoding_length_of_the_joint_encoding(tokenizer_json):
@@ -58,6 +62,9 @@ def test_the_split_is_at_the_context_encoding_length_of_the_joint_encoding(token
     assert len(context) == len(tok.encode("the q"))
     assert continuation != tok.encode("uick brown")  # the merge crossed the boundary
     assert encode_pair(tok, "", "the")[0] == [tok.eos_id]  # empty context: end of text
+    # ... unless the continuation starts with it: then that token is the context.
+    eos = "<|endoftext|>"
+    assert encode_pair(tok, "", eos + "the") == ([tok.eos_id], tok.encode("the"))
 
 
 def test_loglikelihood_equals_direct_log_probabilities(lm):
