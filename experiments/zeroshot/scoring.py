@@ -53,6 +53,10 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
     return whole[: len(context_ids)], whole[len(context_ids) :]
 
 
+def _power_of_two(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
 def _batches(items: Sequence, size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -102,10 +106,10 @@ class RowScorer:
         out = []
         for chunk in _batches(pairs, batch_size):
             rows = [(c + x)[-(max_len + 1) :] for c, x in chunk]  # +1: the last id is a target
-            # Widths rounded up to 32 (capped at max_len): a few shapes to compile, not one
-            # per request length.
+            # Widths rounded up to 32 (capped at max_len) and the batch to a power of two
+            # (empty rows): a few shapes to compile, not one per request length.
             width = min(max_len, -(-(max(len(r) for r in rows) - 1) // 32) * 32)
-            tokens = np.zeros((len(rows), width), np.int32)
+            tokens = np.zeros((_power_of_two(len(rows)), width), np.int32)
             for i, r in enumerate(rows):
                 tokens[i, : len(r) - 1] = r[:-1]
             logits = self._apply(self.params, jnp.asarray(tokens))

@@ -11,9 +11,10 @@ the row-by-row ones (the mixer protocol's prefill continues a state exactly;
 
 Shapes are kept few so that compiling does not dominate: a context of n tokens is
 prefilled in pieces of 512, 64, 8 and 1 tokens (n's digits in base 8: 300 = 4 x 64 +
-5 x 8 + 4), four shapes in all; the choices are right-padded to a multiple of 8 tokens
-(a causal model's output at a position never sees the padding after it; the copied
-state is dropped afterwards) and their number to a multiple of 4 (empty rows).
+5 x 8 + 4), four shapes in all; the choices are right-padded to a power of two tokens
+(at least 8; a causal model's output at a position never sees the padding after it,
+and the copied state is dropped afterwards) and their number to a multiple of 4 (empty
+rows).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-PAD_MULTIPLE = 8
+MIN_WIDTH = 8
 ROWS_MULTIPLE = 4
 PIECES = (512, 64, 8, 1)
 
@@ -61,7 +62,7 @@ class SharedContextScorer:
     def fits(self, context: Sequence[int], continuations: Sequence[Sequence[int]]) -> bool:
         """Whether the context and the padded choices fit a Transformer's KV cache (the
         row-by-row scorer handles the rest, truncating as lm-eval does)."""
-        width = _padded(max(len(c) for c in continuations))
+        width = _width(max(len(c) for c in continuations))
         return len(context) >= 1 and len(context) + width <= self.max_len
 
     def score(self, context: Sequence[int], continuations: Sequence[Sequence[int]]):
@@ -78,7 +79,7 @@ class SharedContextScorer:
             start += piece
         first = np.asarray(jax.nn.log_softmax(logits[0, -1]))  # predicts each choice's token 0
         rows = -(-len(continuations) // ROWS_MULTIPLE) * ROWS_MULTIPLE
-        tokens = np.zeros((rows, _padded(max(len(c) for c in continuations))), np.int32)
+        tokens = np.zeros((rows, _width(max(len(c) for c in continuations))), np.int32)
         for i, c in enumerate(continuations):
             tokens[i, : len(c)] = c
         logits = self._choices(self.params, state, jnp.asarray(tokens))
@@ -92,8 +93,9 @@ class SharedContextScorer:
         return out
 
 
-def _padded(n: int) -> int:
-    return -(-n // PAD_MULTIPLE) * PAD_MULTIPLE
+def _width(n: int) -> int:
+    """Choices padded to a power of two tokens, at least ``MIN_WIDTH``."""
+    return max(MIN_WIDTH, 1 << (n - 1).bit_length())
 
 
 def _batch_axes(model, params):
