@@ -29,7 +29,14 @@ def run(*args, cwd=ROOT):
         (["train"], "missing --workdir"),
         (["compare", "--archs", "gpt5"], "unknown architecture(s) gpt5; valid: aft_conv"),
         (["eval", "--workdir", "/nonexistent/run"], "config.json not found"),
-        (["table", "lra"], "usage: python run.py table lra|sweep <runs dir>"),
+        (["table", "lra"], "usage: python run.py table lra|sweep|zeroshot <runs dir>"),
+        (["table", "zeroshot", "/nonexistent/zs"], "/nonexistent/zs is not a directory"),
+        (["zeroshot", "--workdir", "/tmp/x"], "missing --weights"),
+        (
+            ["zeroshot", "--weights", "w", "--workdir", "/tmp/x", "--tasks", "boolq"],
+            "unknown zero-shot task 'boolq'; valid: lambada_openai, hellaswag",
+        ),
+        (["generate", "--weights", "/nonexistent/w", "--prompt", "x"], "/nonexistent/w"),
         (["table", "sweep", "/nonexistent/sweep"], "is not a directory; pass the sweep's"),
         (["sweep"], "is a training config; run.py sweep needs a sweep config"),
         (

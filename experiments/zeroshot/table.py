@@ -158,6 +158,11 @@ def figure(runs: list[tuple[str, dict]], path: str) -> str:
 
 
 def write_table(runs_dir: str, out: str) -> str:
+    if not os.path.isdir(runs_dir):
+        raise ValueError(
+            f"{runs_dir} is not a directory; pass the directory that holds the --workdir "
+            "of your `run.py zeroshot` runs"
+        )
     runs = collect(runs_dir)
     table, columns = rows(runs)
     os.makedirs(out, exist_ok=True)
