@@ -12,6 +12,7 @@ import inspect
 from experiments.lra.prepare import LRA_TASKS
 from experiments.tasks.base import Task
 from experiments.tasks.induction import InductionHeads
+from experiments.tasks.lm import LanguageModeling
 from experiments.tasks.mqar import MQAR
 from experiments.tasks.passkey import Passkey
 from experiments.tasks.selective_copy import SelectiveCopy
@@ -21,6 +22,7 @@ TASKS: dict[str, type] = {
     "selective_copy": SelectiveCopy,
     "induction_heads": InductionHeads,
     "passkey": Passkey,
+    "lm": LanguageModeling,
     **LRA_TASKS,  # listops, text, retrieval, image, pathfinder, pathx
 }
 
