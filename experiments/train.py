@@ -231,7 +231,8 @@ def evaluate(
 ):
     """Weighted mean loss and accuracy over the first ``n_steps`` batches of ``split``.
 
-    Keys are ``eval_loss`` / ``eval_accuracy`` for "val", ``test_loss`` / ... for "test".
+    Keys are ``eval_loss`` / ``eval_accuracy`` for "val", ``test_loss`` / ... for "test",
+    plus whatever the task's optional ``eval_metrics(metrics)`` derives from them.
     """
     totals = None
     for step in range(n_steps):
@@ -241,7 +242,10 @@ def evaluate(
     ce, correct, weight = (float(x) for x in jax.device_get(totals))
     weight = max(weight, 1e-9)
     prefix = "eval" if split == "val" else split
-    return {f"{prefix}_loss": ce / weight, f"{prefix}_accuracy": correct / weight}
+    metrics = {f"{prefix}_loss": ce / weight, f"{prefix}_accuracy": correct / weight}
+    # A task may derive more from these (the lm task: perplexity and bits per byte).
+    derive = getattr(task, "eval_metrics", None)
+    return metrics | (derive(metrics) if derive is not None else {})
 
 
 # ---------------------------------------------------------------------------- loop

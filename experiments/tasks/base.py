@@ -53,6 +53,10 @@ class Task(Protocol):
 
     def eval_steps(self, split: str, batch_size: int) -> int: ...
 
+    # Optional: ``eval_metrics(metrics) -> dict`` derives more numbers from the
+    # evaluation's loss and accuracy (the lm task: perplexity, bits per byte);
+    # ``experiments.train.evaluate`` adds them to what it logs.
+
 
 def rng_for(seed: int, split: str, step: int) -> np.random.Generator:
     """A generator determined by (seed, split, step) alone."""
