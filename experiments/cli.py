@@ -249,12 +249,16 @@ def cmd_generate(args, flags):
     """Continue --prompt with --weights, printing the text as it comes and tokens/s."""
     import functools
 
-    from experiments.generate import generate_text
+    from experiments.generate import Sampling, check_seed, generate_text
     from experiments.lm_loading import load_lm
 
     weights = _require(flags.weights, "--weights (a save_pretrained dir, a .pth or a run dir)")
     if flags.prompt is None:
         raise ValueError("give --prompt 'text to continue'")
+    if flags.max_new_tokens < 1:
+        raise ValueError(f"--max_new_tokens={flags.max_new_tokens} must be >= 1")
+    Sampling(flags.temperature, flags.top_k, flags.top_p)  # bad values stop before loading
+    check_seed(flags.seed)
     model, params, tokenizer = load_lm(weights, tokenizer=flags.tokenizer)
     print(flags.prompt, end="", flush=True)
     _, stats = generate_text(

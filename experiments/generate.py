@@ -34,8 +34,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-STOP_REASONS = ("max_new_tokens", "stop_id", "callback", "max_len")
-
 
 @dataclasses.dataclass(frozen=True)
 class Sampling:
@@ -44,6 +42,7 @@ class Sampling:
     temperature: float = 0.0
     top_k: int | None = None
     top_p: float | None = None
+    n_ids: int | None = None  # ids >= n_ids are never chosen (a padded embedding's rows)
 
     def __post_init__(self):
         if not self.temperature >= 0.0:
@@ -52,10 +51,19 @@ class Sampling:
             raise ValueError(f"top_k={self.top_k} must be >= 1 (None: no top-k filter)")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p={self.top_p} must be in (0, 1] (None: no nucleus filter)")
+        if self.n_ids is not None and self.n_ids < 1:
+            raise ValueError(f"n_ids={self.n_ids} must be >= 1 (None: every id)")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+def check_seed(seed: int) -> int:
+    """Keys are made from an int32 seed."""
+    if not -(2**31) <= int(seed) < 2**31:
+        raise ValueError(f"seed={seed} must fit in 32 bits (-2**31 <= seed < 2**31)")
+    return int(seed)
 
 
 # --- sampling: pure functions of the logits ----------------------------------------------
@@ -100,6 +108,9 @@ def token_keys(seed, position, batch: int) -> jax.Array:
 
 def choose(logits: jax.Array, sampling: Sampling, seed, position) -> jax.Array:
     """The next token of each row, ``logits: [batch, vocab] -> [batch]`` int32."""
+    if sampling.n_ids is not None and sampling.n_ids < logits.shape[-1]:
+        valid = jnp.arange(logits.shape[-1]) < sampling.n_ids
+        logits = jnp.where(valid, logits, -jnp.inf)
     if sampling.greedy:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     filtered = filter_logits(logits, sampling)
@@ -314,6 +325,7 @@ def generate(
     stop_ids: Sequence[int] = (),
     on_token: Callable[[int, list[int]], bool | None] | None = None,
     prefill_in_pieces: bool = True,
+    n_ids: int | None = None,
 ) -> Generation:
     """Continue each prompt (token ids, all of one length) by up to ``max_new_tokens``.
 
@@ -322,8 +334,11 @@ def generate(
     ``max_new_tokens``, or at the model's ``max_len`` (``context_limit``).
     ``prefill_in_pieces``: prefill the prompt in its power-of-two pieces (few shapes to
     compile over many prompt lengths: lm-eval) rather than in one call (one prompt: CLI).
+    ``n_ids``: only ids below it are generated (the tokenizer's vocabulary, when the
+    model's embedding is padded past it: Mamba's 50,280 rows for 50,277 tokens).
     """
-    sampling = Sampling(float(temperature), top_k, top_p)
+    sampling = Sampling(float(temperature), top_k, top_p, n_ids)
+    seed = check_seed(seed)
     tokens = _prompt_batch(prompts, model.backbone.vocab_size)
     batch, length = tokens.shape
     budget, cut = _budget(model, length, max_new_tokens)
@@ -414,9 +429,11 @@ def generate_text(
     ``stop_strings``; ``stop_at_eos`` also stops at the tokenizer's end-of-text id. An
     empty prompt starts from the end-of-text token, as lm-eval scores an empty context.
     ``truncate_prompt``: for a model with a bounded context (``context_limit``), keep the
-    prompt's last tokens so that ``max_new_tokens`` fit (lm-eval's rule); otherwise a
-    prompt longer than the context is an error. The prompt is prefilled in one call unless
-    ``prefill_in_pieces`` (see ``generate``).
+    prompt's last ``limit + 1 - max_new_tokens`` tokens, so that all ``max_new_tokens``
+    fit (the last new token is never fed back; lm-eval keeps one token fewer, and fails
+    where none would be left, where we keep one); otherwise a prompt longer than the
+    context is an error. Only the tokenizer's ids are generated. The prompt is
+    prefilled in one call unless ``prefill_in_pieces`` (see ``generate``).
     """
     ids = tokenizer.encode(prompt)
     if not ids:
@@ -439,6 +456,7 @@ def generate_text(
         stop_ids=eos,
         on_token=stops,
         prefill_in_pieces=prefill_in_pieces,
+        n_ids=min(tokenizer.vocab_size, model.backbone.vocab_size),
         **sampling,
     )
     stops.flush()

@@ -56,10 +56,52 @@ def _configs(transformers):
             expand=2,
             use_mambapy=False,
         ),
+        "mamba_untied": transformers.MambaConfig(
+            vocab_size=VOCAB,
+            hidden_size=16,
+            num_hidden_layers=2,
+            state_size=4,
+            conv_kernel=3,
+            expand=2,
+            time_step_rank=3,
+            use_conv_bias=False,
+            tie_word_embeddings=False,
+            use_mambapy=False,
+        ),
+        "rwkv_narrow": transformers.RwkvConfig(  # attention narrower than the model
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=2,
+            attention_hidden_size=16,
+            intermediate_size=64,
+            context_length=256,
+            rescale_every=0,
+        ),
+        "mamba2": transformers.Mamba2Config(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=2,
+            state_size=8,
+            expand=2,
+            head_dim=16,
+            num_heads=4,
+            n_groups=2,
+            conv_kernel=4,
+            chunk_size=8,
+            tie_word_embeddings=True,
+        ),
     }
 
 
-KINDS = ("gpt_neox", "gpt_neox_sequential", "rwkv", "mamba")
+KINDS = (
+    "gpt_neox",
+    "gpt_neox_sequential",
+    "rwkv",
+    "rwkv_narrow",
+    "mamba",
+    "mamba_untied",
+    "mamba2",
+)
 
 
 def save_random(kind: str, directory: str, seed: int = 0):
@@ -72,6 +114,7 @@ def save_random(kind: str, directory: str, seed: int = 0):
         "gpt_neox": transformers.GPTNeoXForCausalLM,
         "rwkv": transformers.RwkvForCausalLM,
         "mamba": transformers.MambaForCausalLM,
+        "mamba2": transformers.Mamba2ForCausalLM,
     }[config.model_type]
     torch.manual_seed(seed)
     model = cls(config).eval()

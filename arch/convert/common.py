@@ -26,9 +26,7 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
         )
     try:
         if path.endswith(".safetensors"):
-            from safetensors.numpy import load_file
-
-            return {k: v.astype(np.float32) for k, v in load_file(path).items()}
+            return _read_safetensors(path)
         import torch
 
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -48,6 +46,18 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
             f"checkpoint {path!r} holds a {type(state).__name__}, not a state dict"
         )
     return {k: to_numpy(v) for k, v in state.items()}
+
+
+def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """Through torch when it is installed: numpy has no bfloat16, the dtype many released
+    checkpoints are saved in."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:  # no torch: float16/32 files still read
+        from safetensors.numpy import load_file
+
+        return {k: v.astype(np.float32) for k, v in load_file(path).items()}
+    return {k: to_numpy(v) for k, v in load_file(path).items()}
 
 
 def take(state: Mapping, name: str) -> np.ndarray:

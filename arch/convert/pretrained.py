@@ -139,6 +139,11 @@ def _mamba_original(config, state, where):
             f"{where}: ssm_cfg.layer={ssm['layer']!r}; only Mamba1 original checkpoints are "
             "read (use the transformers Mamba-2 layout, model_type 'mamba2')"
         )
+    if config.get("d_intermediate") or config.get("attn_layer_idx"):
+        raise CheckpointFormatError(
+            f"{where}: a hybrid mamba_ssm model (d_intermediate > 0 or attn_layer_idx: MLP "
+            "or attention blocks between the Mamba layers) is not supported"
+        )
     rank = ssm.get("dt_rank", "auto")
     options = _mamba_options(
         state,

@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Sequence
 
+import jax
 from tqdm import tqdm
 
 from experiments.zeroshot import tasks as zs_tasks
@@ -192,6 +193,8 @@ def run_zeroshot(
         from experiments.zeroshot.table import matching_rows
 
         matching_rows({"published": published})  # an unknown row name fails now too
+    for name in names:  # every task file read before the (long) load of the weights
+        zs_tasks.get_task(name).load(data_dir)
     model, params, tok = load_lm(weights, tokenizer=tokenizer)
     result = evaluate(
         model,
@@ -207,8 +210,6 @@ def run_zeroshot(
     for name, items in result.pop("items").items():
         with open(os.path.join(out_dir, "items", f"{name}.json"), "w") as f:
             json.dump(items, f)
-    import jax
-
     record = {
         "weights": os.path.abspath(weights),
         "mixer": _mixer_name(model),

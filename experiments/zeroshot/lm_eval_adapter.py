@@ -22,7 +22,8 @@ model_args: ``pretrained`` (a run directory or pretrained weights: ``experiments
   ``do_sample`` (lm-eval's ``normalize_gen_kwargs``), honouring ``until``,
   ``max_gen_toks``, ``temperature``, ``top_k``, ``top_p`` and stopping at end of text. A
   model with a bounded context keeps the prompt's last tokens so that ``max_gen_toks``
-  fit, as lm-eval's Hugging Face model does.
+  fit (one token more than lm-eval's Hugging Face model keeps: see
+  ``generate.generate_text``).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class SubquadraticLM(LM):
 
             loaded = load_lm(pretrained, tokenizer)
         self.model, self.params, self.tok = loaded
+        self.rows = scoring.RowScorer(self.model, self.params)  # compiled shapes kept
         self.batch_size = _batch_size(batch_size)
         # lm-eval passes these for torch backends; JAX places the arrays itself.
         del max_batch_size
@@ -163,17 +165,15 @@ class SubquadraticLM(LM):
         return totals
 
     def _score(self, pairs, disable_tqdm: bool, what: str) -> list[tuple[float, bool]]:
-        """``scoring.loglikelihood_ids`` over ``pairs``, longest first (less padding per
-        batch), returned in the order given."""
+        """The row scorer over ``pairs``, longest first (less padding per batch),
+        returned in the order given."""
         order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))
         results: list[Any] = [None] * len(pairs)
         for start in tqdm(
             range(0, len(order), self.batch_size), desc=f"subquadratic {what}", disable=disable_tqdm
         ):
             chunk = order[start : start + self.batch_size]
-            scored = scoring.loglikelihood_ids(
-                self.model, self.params, [pairs[i] for i in chunk], batch_size=self.batch_size
-            )
+            scored = self.rows.score([pairs[i] for i in chunk], batch_size=self.batch_size)
             for i, result in zip(chunk, scored, strict=True):
                 results[i] = result
         return results
@@ -240,8 +240,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         args += ["--model", NAME]
     from lm_eval.__main__ import cli_evaluate
 
+    from experiments.lm_loading import LoadError
+
     sys.argv = ["lm-eval", *args]
-    cli_evaluate()
+    try:
+        cli_evaluate()
+    except (LoadError, ValueError, FileNotFoundError) as error:  # one line, as run.py
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -86,8 +86,11 @@ def collect(runs_dir: str) -> list[tuple[str, dict]]:
     paths = sorted(glob.glob(os.path.join(runs_dir, "**", "results.json"), recursive=True))
     out = []
     for path in paths:
-        with open(path) as f:
-            result = json.load(f)
+        try:
+            with open(path) as f:
+                result = json.load(f)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path}: not a readable results.json ({error})") from None
         if "tasks" in result and "weights" in result:  # a zero-shot results.json
             out.append((os.path.relpath(os.path.dirname(path), runs_dir) or ".", result))
     return out
@@ -142,7 +145,7 @@ def figure(runs: list[tuple[str, dict]], path: str) -> str:
                 ax.plot(xs, ys, "o-", label=family)
         for name, result in runs:
             score = our_scores(result).get(header)
-            if score is not None:
+            if score is not None and result.get("n_params"):
                 ax.plot(result["n_params"], score, "k*", markersize=10)
                 ax.annotate(name, (result["n_params"], score), fontsize=7)
         ax.set_xscale("log")
@@ -167,6 +170,8 @@ def write_table(runs_dir: str, out: str) -> str:
     table, columns = rows(runs)
     os.makedirs(out, exist_ok=True)
     text = tables.markdown(table, columns)
+    if not runs:
+        text = f"(no zero-shot results.json under {runs_dir}: the published rows alone)\n" + text
     note = (
         "Accuracies in percent (acc_norm for HellaSwag, ARC-c and OBQA; acc otherwise), "
         "lm-eval 0.4 rules; LAMBADA ppl per word. Published rows: the papers named in "

@@ -2,9 +2,9 @@
 tables, read from local files and scored by lm-eval 0.4.13's rules.
 
 ``get_task(name).load(data_dir)`` reads ``<data_dir>/<name>/<files>`` into ``Doc``s
-(``readers.py``: the prompts); a runner scores every request with
-``scoring.loglikelihood`` and hands each doc's results to ``process``, then the list of
-per-doc dicts to ``aggregate``. docs/zeroshot_tasks.md says where to get each file.
+(``readers.py``: the prompts); the runner (``evaluate.score_docs``) scores every
+request and hands each doc's results to ``process``, then the list of per-doc dicts to
+``aggregate``. docs/zeroshot_tasks.md says where to get each file.
 
 Metrics (lm-eval's ``metric_list`` in each task yaml): acc and acc_norm for the
 multiple-choice tasks except WinoGrande (acc only, ``winogrande/default.yaml``);

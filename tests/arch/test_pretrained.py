@@ -65,6 +65,44 @@ def test_blinkdl_pth_equals_transformers(hf_checkpoints, tmp_path):
     np.testing.assert_allclose(model.apply(params, jnp.asarray(TOKENS)), ref, atol=1e-4, rtol=1e-4)
 
 
+def test_state_spaces_original_directory(hf_checkpoints, tmp_path):
+    """state-spaces/mamba-* as released: mamba_ssm's config.json (d_model, n_layer,
+    ssm_cfg) and pytorch_model.bin with ``backbone.embedding.`` (singular)."""
+    import torch
+
+    _, torch_model = hf_checkpoints["mamba"]
+    directory = tmp_path / "mamba-tiny"
+    directory.mkdir()
+    state = {
+        k.replace("backbone.embeddings.", "backbone.embedding."): v
+        for k, v in torch_model.state_dict().items()
+    }
+    torch.save(state, directory / "pytorch_model.bin")
+    config = {"d_model": 32, "n_layer": 2, "vocab_size": VOCAB, "rms_norm": True,
+              "ssm_cfg": {"d_state": 8}, "tie_embeddings": True}  # fmt: skip
+    (directory / "config.json").write_text(json.dumps(config))
+    model, params, _ = load_pretrained(str(directory))
+    ref = torch_logits(torch_model, TOKENS)
+    np.testing.assert_allclose(model.apply(params, jnp.asarray(TOKENS)), ref, atol=1e-4, rtol=1e-4)
+    (directory / "config.json").write_text(json.dumps({**config, "d_intermediate": 64}))
+    with pytest.raises(CheckpointFormatError, match="hybrid mamba_ssm model"):
+        load_pretrained(str(directory))
+
+
+def test_bfloat16_safetensors_are_read(tmp_path):
+    """Released checkpoints are often bfloat16, which numpy cannot hold: read via torch."""
+    import torch
+    from safetensors.torch import save_file
+
+    from arch.convert.common import load_state_dict
+
+    weight = torch.randn(3, 4).to(torch.bfloat16)
+    save_file({"w": weight}, str(tmp_path / "model.safetensors"))
+    read = load_state_dict(str(tmp_path / "model.safetensors"))["w"]
+    assert read.dtype == np.float32
+    np.testing.assert_array_equal(read, weight.float().numpy())
+
+
 def test_tokenizer_json_is_returned(hf_checkpoints, tmp_path):
     directory = tmp_path / "with_tok"
     shutil.copytree(hf_checkpoints["mamba"][0], directory)

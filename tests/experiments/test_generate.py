@@ -135,6 +135,19 @@ def test_sampling_options_are_checked():
     for bad in (dict(temperature=-1.0), dict(top_k=0), dict(top_p=0.0), dict(top_p=1.5)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             Sampling(**bad)
+    with pytest.raises(ValueError, match="seed=4294967296 must fit in 32 bits"):
+        generate(*_lm("mamba"), SHORT, max_new_tokens=1, seed=2**32)
+
+
+def test_ids_past_the_tokenizers_vocabulary_are_never_generated(mamba):
+    """A padded embedding (Mamba's 50,280 rows for 50,277 tokens) has ids no tokenizer
+    decodes: with n_ids they are never chosen, greedy or sampled."""
+    model, params = mamba
+    free = generate(model, params, SHORT, max_new_tokens=12, temperature=2.0, seed=3).tokens
+    assert max(max(row) for row in free) >= 8  # without the limit, higher ids do come
+    for options in (dict(), dict(temperature=2.0, seed=3)):
+        rows = generate(model, params, SHORT, max_new_tokens=12, n_ids=8, **options).tokens
+        assert max(max(row) for row in rows) < 8
 
 
 def test_a_stop_id_ends_the_row_without_being_kept(mamba):

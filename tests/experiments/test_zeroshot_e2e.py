@@ -75,8 +75,9 @@ def test_every_task_matches_transformers(hf_checkpoints, tokenizer_json, task_di
 
 
 def test_state_reuse_gives_the_row_scores(hf_checkpoints, tokenizer_json, task_dir):
-    """The shared-context path (one prefill per question) and the row-by-row path."""
-    directory, _ = hf_checkpoints["mamba"]
+    """The shared-context path (one prefill per question) and the row-by-row path, for
+    RWKV (scored row by row against transformers above)."""
+    directory, _ = hf_checkpoints["rwkv"]
     tokenizer = load_tokenizer(str(tokenizer_json))
     model, params, _ = load_pretrained(directory)
     docs = zs_tasks.get_task("hellaswag").load(task_dir)
@@ -107,3 +108,28 @@ def test_run_zeroshot_writes_and_never_overwrites(hf_checkpoints, tokenizer_json
     text = write_table(str(tmp_path / "runs"), out=str(tmp_path / "table"))
     assert "ours: p160" in text and "Pythia 160M" in text and "difference vs" in text
     assert (tmp_path / "table" / "zeroshot_figure.png").stat().st_size > 1000
+
+
+def test_a_question_too_long_for_the_kv_cache_goes_row_by_row():
+    """A context that leaves no room for the padded choices in a Transformer's cache is
+    scored whole and truncated as lm-eval truncates, not from a state that overflowed."""
+    import jax
+    import jax.numpy as jnp
+
+    import arch
+    from experiments.zeroshot.evaluate import score_encoded
+    from experiments.zeroshot.scoring import loglikelihood_ids
+    from experiments.zeroshot.shared_context import SharedContextScorer
+
+    model = arch.build("transformer", vocab_size=50, d_model=16, n_layers=1, max_len=32)
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+    rng = np.random.default_rng(0)
+    context = rng.integers(0, 50, 30).tolist()
+    long_q = [(context, rng.integers(0, 50, n).tolist()) for n in (3, 5)]
+    short_q = [(long_q[0][0][:10], [7, 8]), (long_q[0][0][:10], [9])]
+    scorer = SharedContextScorer(model, params)
+    assert not scorer.fits(long_q[0][0], [x for _, x in long_q])
+    assert scorer.fits(short_q[0][0], [x for _, x in short_q])
+    got = score_encoded(model, params, [long_q, short_q], reuse=True)
+    want = loglikelihood_ids(model, params, long_q + short_q)
+    np.testing.assert_allclose([s for q in got for s, _ in q], [s for s, _ in want], atol=1e-5)
