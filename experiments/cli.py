@@ -249,8 +249,9 @@ def cmd_generate(args, flags):
     """Continue --prompt with --weights, printing the text as it comes and tokens/s."""
     import functools
 
-    from experiments.generate import Sampling, check_seed, generate_text
+    from experiments.generate import generate_text
     from experiments.lm_loading import load_lm
+    from experiments.sampling import Sampling, check_seed
 
     weights = _require(flags.weights, "--weights (a save_pretrained dir, a .pth or a run dir)")
     if flags.prompt is None:

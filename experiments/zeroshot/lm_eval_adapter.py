@@ -132,10 +132,7 @@ class SubquadraticLM(LM):
         pairs = []
         for request in requests:
             context, continuation = request.args
-            ids = scoring.encode_pair(self.tok, context, continuation)
-            if not ids[1]:
-                raise ValueError(f"request {request.args!r}: the continuation encodes to no tokens")
-            pairs.append(ids)
+            pairs.append(scoring.encode_pair(self.tok, context, continuation))
         results = self._score(pairs, disable_tqdm, "loglikelihood")
         for request, result in zip(requests, results, strict=True):
             self.cache_hook.add_partial("loglikelihood", request.args, result)

@@ -37,8 +37,8 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
             )
         ids = tokenizer.encode(continuation)
         if ids and ids[0] == tokenizer.eos_id:  # it starts with one: that is the context
-            return ids[:1], ids[1:]
-        return [tokenizer.eos_id], ids
+            return ids[:1], _nonempty(ids[1:], context, continuation)
+        return [tokenizer.eos_id], _nonempty(ids, context, continuation)
     # Trailing whitespace (spaces, newlines: lm-eval's ``context.rstrip()``) moves over.
     spaces = len(context) - len(context.rstrip())
     if spaces:
@@ -50,7 +50,15 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
         )
     whole = tokenizer.encode(context + continuation)
     context_ids = tokenizer.encode(context)
-    return whole[: len(context_ids)], whole[len(context_ids) :]
+    return whole[: len(context_ids)], _nonempty(whole[len(context_ids) :], context, continuation)
+
+
+def _nonempty(ids: list[int], context: str, continuation: str) -> list[int]:
+    if not ids:
+        raise ValueError(
+            f"request ({context!r}, {continuation!r}): the continuation encodes to no tokens"
+        )
+    return ids
 
 
 def _power_of_two(n: int) -> int:
@@ -72,9 +80,6 @@ def loglikelihood(
     to the model's last ``max_len`` tokens as lm-eval does (the continuation kept).
     """
     pairs = [encode_pair(tokenizer, c, x) for c, x in requests]
-    for (_, continuation), request in zip(pairs, requests, strict=True):
-        if not continuation:
-            raise ValueError(f"request {request!r}: the continuation encodes to no tokens")
     return loglikelihood_ids(model, params, pairs, batch_size=batch_size)
 
 

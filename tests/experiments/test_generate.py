@@ -10,15 +10,8 @@ import numpy as np
 import pytest
 
 import arch
-from experiments.generate import (
-    Sampling,
-    context_limit,
-    generate,
-    generate_text,
-    prefill_pieces,
-    top_k_filter,
-    top_p_filter,
-)
+from experiments.generate import context_limit, generate, generate_text, prefill_pieces
+from experiments.sampling import Sampling, top_k_filter, top_p_filter
 
 VOCAB, MAX_LEN = 40, 24
 

@@ -49,6 +49,8 @@ def test_trailing_spaces_of_the_context_move_to_the_continuation():
         encode_pair(tok, "", "x")
     with pytest.raises(ValueError, match="whitespace only"):
         encode_pair(tok, " \n", "x")
+    with pytest.raises(ValueError, match="the continuation encodes to no tokens"):
+        encode_pair(tok, "Q:", "")
 
 
 def test_the_split_is_at_the_context_encoding_length_of_the_joint_encoding(tokenizer_json):
