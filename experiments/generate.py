@@ -77,14 +77,21 @@ def _mixer_state_counts_positions(model) -> bool:
     return any("pos" in getattr(layer.mixer, "_fields", ()) for layer in state.layers)
 
 
-def prefill_pieces(length: int) -> list[int]:
-    """``length`` as descending powers of two (37 -> [32, 4, 1]).
+PIECES = (512, 64, 8, 1)
 
-    The prompt is prefilled piece by piece (each piece continues the state), so a jitted
-    prefill compiles for at most log2(max_len) + 1 shapes over any set of prompts instead
-    of once per prompt length (lm-eval's generate_until sees hundreds of lengths).
-    """
-    return [1 << b for b in reversed(range(length.bit_length())) if length >> b & 1]
+
+def prefill_pieces(length: int) -> list[int]:
+    """``length`` in pieces of 512, 64, 8 and 1 tokens, largest first (its base-8 digits,
+    every multiple of 512 in pieces of 512: 300 -> 4 x 64 + 5 x 8 + 4 x 1).
+
+    A prompt (or a zero-shot question's context) is prefilled piece by piece, each piece
+    continuing the state, so a jitted prefill compiles for four shapes over any set of
+    lengths instead of once per length (lm-eval's generate_until sees hundreds)."""
+    out = []
+    for piece in PIECES:
+        out += [piece] * (length // piece)
+        length %= piece
+    return out
 
 
 # --- compiled programs ------------------------------------------------------------------
@@ -250,7 +257,7 @@ def generate(
     A row stops at a token in ``stop_ids`` (not included in its tokens), when
     ``on_token(row, tokens_so_far)`` returns True (stop strings, streaming output), at
     ``max_new_tokens``, or at the model's ``max_len`` (``context_limit``).
-    ``prefill_in_pieces``: prefill the prompt in its power-of-two pieces (few shapes to
+    ``prefill_in_pieces``: prefill the prompt in ``prefill_pieces`` (few shapes to
     compile over many prompt lengths: lm-eval) rather than in one call (one prompt: CLI).
     ``n_ids``: only ids below it are generated (the tokenizer's vocabulary, when the
     model's embedding is padded past it: Mamba's 50,280 rows for 50,277 tokens).

@@ -10,8 +10,8 @@ the row-by-row ones (the mixer protocol's prefill continues a state exactly;
 ``tests/experiments/test_zeroshot_scoring.py`` checks it).
 
 Shapes are kept few so that compiling does not dominate: a context of n tokens is
-prefilled in pieces of 512, 64, 8 and 1 tokens (n's digits in base 8: 300 = 4 x 64 +
-5 x 8 + 4), four shapes in all; the choices are right-padded to a power of two tokens
+prefilled in pieces of 512, 64, 8 and 1 tokens (``generate.prefill_pieces``: 300 = 4 x
+64 + 5 x 8 + 4), four shapes in all; the choices are right-padded to a power of two tokens
 (at least 8; a causal model's output at a position never sees the padding after it,
 and the copied state is dropped afterwards) and their number to a multiple of 4 (empty
 rows).
@@ -25,19 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.generate import prefill_pieces
+
 MIN_WIDTH = 8
 ROWS_MULTIPLE = 4
-PIECES = (512, 64, 8, 1)
-
-
-def context_pieces(n: int) -> list[int]:
-    """Lengths from ``PIECES`` that sum to ``n``, largest first (n's base-8 digits, with
-    every multiple of 512 in pieces of 512)."""
-    out = []
-    for piece in PIECES:
-        out += [piece] * (n // piece)
-        n %= piece
-    return out
 
 
 class SharedContextScorer:
@@ -73,7 +64,7 @@ class SharedContextScorer:
             )
         state = self._init(self.params)
         start = 0
-        for piece in context_pieces(len(context)):
+        for piece in prefill_pieces(len(context)):
             chunk = jnp.asarray([context[start : start + piece]], jnp.int32)
             state, logits = self._prefill(self.params, state, chunk)
             start += piece

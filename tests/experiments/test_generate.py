@@ -58,8 +58,8 @@ def parallel_greedy(model, params, prompts, n):
     return [s[len(p) :] for s, p in zip(seqs, prompts, strict=True)]
 
 
-PROMPTS = [[3, 1, 4, 1, 5, 9, 2], [2, 7, 1, 8, 2, 8, 1]]  # 7 = 4 + 2 + 1: three prefill pieces
-SHORT = [p[:4] for p in PROMPTS]  # one prefill piece: fewer programs to compile
+PROMPTS = [[3, 1, 4, 1, 5, 9, 2, 6, 5], [2, 7, 1, 8, 2, 8, 1, 8, 2]]  # 9 = 8 + 1: two pieces
+SHORT = [p[:8] for p in PROMPTS]  # one prefill piece: fewer programs to compile
 
 
 def test_greedy_equals_the_argmax_of_the_parallel_logits(lm):
@@ -74,7 +74,8 @@ def test_greedy_equals_the_argmax_of_the_parallel_logits(lm):
 
 def test_one_prefill_call_equals_prefill_in_pieces(mamba):
     model, params = mamba
-    assert prefill_pieces(37) == [32, 4, 1] and prefill_pieces(8) == [8]
+    assert prefill_pieces(37) == [8] * 4 + [1] * 5 and prefill_pieces(8) == [8]
+    assert prefill_pieces(1100) == [512, 512, 64, 8, 1, 1, 1, 1] and sum(prefill_pieces(300)) == 300
     whole = generate(model, params, PROMPTS, max_new_tokens=4, prefill_in_pieces=False)
     assert whole.tokens == generate(model, params, PROMPTS, max_new_tokens=4).tokens
 
