@@ -129,6 +129,31 @@ def save_random(kind: str, directory: str, seed: int = 0):
     return model
 
 
+# transformers' RWKV names -> BlinkDL's (the .pth files of BlinkDL/RWKV-LM).
+BLINKDL_RENAMES = (
+    ("rwkv.embeddings.", "emb."),
+    ("rwkv.blocks.", "blocks."),
+    ("pre_ln", "ln0"),
+    ("attention.", "att."),
+    ("feed_forward.", "ffn."),
+    ("rwkv.ln_out", "ln_out"),
+    ("time_mix_key", "time_mix_k"),
+    ("time_mix_value", "time_mix_v"),
+    ("time_mix_receptance", "time_mix_r"),
+)
+
+
+def to_blinkdl(state_dict) -> dict:
+    """An RwkvForCausalLM state dict as a BlinkDL RWKV-4 ``.pth`` holds it."""
+    blink = {}
+    for name, tensor in state_dict.items():
+        for old, new in BLINKDL_RENAMES:
+            name = name.replace(old, new)
+        # BlinkDL stores time_mix as [1, 1, D]
+        blink[name] = tensor.reshape(1, 1, -1) if "time_mix" in name else tensor
+    return blink
+
+
 def torch_logits(model, tokens):
     """transformers' logits for ``tokens`` [B, L] (numpy in, numpy out)."""
     import torch

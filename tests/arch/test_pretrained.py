@@ -13,7 +13,7 @@ import pytest
 from arch import protocol
 from arch.convert import load_pretrained
 from arch.convert.common import CheckpointFormatError
-from tests.hf_models import KINDS, VOCAB, torch_logits
+from tests.hf_models import KINDS, VOCAB, to_blinkdl, torch_logits
 
 TOKENS = np.random.default_rng(0).integers(0, VOCAB, (2, 13))
 
@@ -42,22 +42,7 @@ def test_blinkdl_pth_equals_transformers(hf_checkpoints, tmp_path):
     import torch
 
     _, torch_model = hf_checkpoints["rwkv"]
-    renames = [
-        ("rwkv.embeddings.", "emb."),
-        ("rwkv.blocks.", "blocks."),
-        ("pre_ln", "ln0"),
-        ("attention.", "att."),
-        ("feed_forward.", "ffn."),
-        ("rwkv.ln_out", "ln_out"),
-        ("time_mix_key", "time_mix_k"),
-        ("time_mix_value", "time_mix_v"),
-        ("time_mix_receptance", "time_mix_r"),
-    ]
-    blink = {}
-    for name, tensor in torch_model.state_dict().items():
-        for old, new in renames:
-            name = name.replace(old, new)
-        blink[name] = tensor.reshape(1, 1, -1) if "time_mix" in name else tensor
+    blink = to_blinkdl(torch_model.state_dict())
     path = tmp_path / "RWKV-4-tiny.pth"
     torch.save(blink, path)
     model, params, _ = load_pretrained(str(path))

@@ -134,26 +134,10 @@ def test_parity_with_transformers_rwkv(hf_rwkv):
 
 def test_blinkdl_names_convert_to_the_same_params(hf_rwkv):
     from arch.convert.rwkv import from_blinkdl_state_dict, from_hf_state_dict
+    from tests.hf_models import to_blinkdl
 
     state_dict = hf_rwkv[0]
-    renames = [
-        ("rwkv.embeddings.", "emb."),
-        ("rwkv.blocks.", "blocks."),
-        ("pre_ln", "ln0"),
-        ("attention.", "att."),
-        ("feed_forward.", "ffn."),
-        ("rwkv.ln_out", "ln_out"),
-        ("time_mix_key", "time_mix_k"),
-        ("time_mix_value", "time_mix_v"),
-        ("time_mix_receptance", "time_mix_r"),
-    ]
-    blink = {}
-    for name, tensor in state_dict.items():
-        for old, new in renames:
-            name = name.replace(old, new)
-        if "time_mix" in name:
-            tensor = tensor.reshape(1, 1, -1)  # BlinkDL stores time_mix as [1, 1, D]
-        blink[name] = tensor
+    blink = to_blinkdl(state_dict)
     a = from_hf_state_dict(state_dict, n_layers=2)
     b = from_blinkdl_state_dict(blink, n_layers=2)
     jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
