@@ -56,9 +56,9 @@ def _step(ckpts: checkpoint.Checkpoints, which: str) -> int:
     steps = ckpts.steps()
     if not steps:
         raise EvalError(f"no checkpoint in {ckpts.directory}; train the run first")
-    if which == "latest":
+    if which == "latest" or (which == "best_or_latest" and ckpts.best_step() is None):
         return steps[-1]
-    if which == "best":
+    if which in ("best", "best_or_latest"):
         best = ckpts.best_step()
         if best is None:
             raise EvalError(
@@ -72,6 +72,22 @@ def _step(ckpts: checkpoint.Checkpoints, which: str) -> int:
             + ", ".join(map(str, steps))
         )
     return int(which)
+
+
+def restore_params(workdir: str, which: str = "best"):
+    """(step, params) of checkpoint ``which`` of a run, read-only: ``best``, ``latest``, a
+    step, or ``best_or_latest`` (the best if any evaluation chose one)."""
+    try:
+        ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), keep=1, read_only=True)
+    except checkpoint.CheckpointError as error:
+        raise EvalError(f"{error}; train the run first") from None
+    try:
+        step = _step(ckpts, which)
+        return step, ckpts.load(step)["params"]
+    except checkpoint.CheckpointError as error:
+        raise EvalError(str(error)) from None
+    finally:
+        ckpts.close()
 
 
 def default_name(split: str, step: int, overrides: dict[str, Any]) -> str:
@@ -96,19 +112,7 @@ def evaluate_run(
     task = train_lib._make_task(config)
     spec, tc = task.spec, config.train
     model = models.build_model(config, spec)
-    try:
-        ckpts = checkpoint.Checkpoints(
-            os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints, read_only=True
-        )
-    except checkpoint.CheckpointError as error:
-        raise EvalError(f"{error}; train the run first") from None
-    try:
-        step = _step(ckpts, which)
-        params = ckpts.load(step)["params"]
-    except checkpoint.CheckpointError as error:
-        raise EvalError(str(error)) from None
-    finally:
-        ckpts.close()
+    step, params = restore_params(workdir, which)
     mesh = parallel.make_mesh(config.mesh.data)
     eval_step = jax.jit(train_lib.make_eval_step(model, spec.kind, tc))
     n_steps = tc.eval_steps or task.eval_steps(split, tc.batch_size)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from experiments import checkpoint, models, rundir
+from experiments import models, rundir
 from experiments.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -77,7 +77,13 @@ def _load_run(workdir: str) -> tuple[Any, Any, str]:
         model = models.build_model(config, task.spec)
     except ValueError as error:
         raise LoadError(f"{workdir}: cannot rebuild the model ({_first_line(error)})") from None
-    params = {"params": _restore_params(workdir)}
+    from experiments.evaluation import restore_params
+
+    try:
+        _, params = restore_params(workdir, "best_or_latest")
+    except ValueError as error:  # EvalError
+        raise LoadError(str(error)) from None
+    params = {"params": params}
     return model, params, _run_tokenizer(config, task)
 
 
@@ -93,56 +99,27 @@ def _run_tokenizer(config, task) -> str:
         return "byte"
 
 
-def _restore_params(workdir: str):
-    directory = os.path.join(workdir, "checkpoints")
-    try:
-        ckpts = checkpoint.Checkpoints(directory, keep=1, read_only=True)
-    except checkpoint.CheckpointError as error:
-        raise LoadError(f"{error}; train the run first") from None
-    try:
-        steps = ckpts.steps()
-        if not steps:
-            raise LoadError(f"no checkpoint in {directory}; train the run first")
-        step = ckpts.best_step()
-        return ckpts.load(steps[-1] if step is None else step)["params"]
-    except checkpoint.CheckpointError as error:
-        raise LoadError(str(error)) from None
-    finally:
-        ckpts.close()
+def _load_pretrained(spec: str) -> tuple[Any, Any, str | None]:
+    from arch.convert import load_pretrained  # deferred: torch, transformers
 
-
-def _load_pretrained(spec: str) -> tuple[Any, Any, Any]:
     try:
-        from arch.convert import load_pretrained  # deferred: torch, transformers
-    except ImportError as error:
-        raise LoadError(
-            f"{spec} is not a run directory, and loading pretrained weights needs "
-            f"arch.convert.load_pretrained ({_first_line(error)})"
-        ) from None
-    try:
-        loaded = load_pretrained(spec)
+        model, params, tokenizer_file = load_pretrained(spec)
     except (ValueError, OSError, KeyError) as error:
         raise LoadError(
             f"{spec}: neither a run directory (config.json and checkpoints/) nor weights "
             f"that arch.convert reads ({_first_line(error)})"
         ) from None
-    model, params, tokenizer = loaded  # Pretrained: (model, params, tokenizer.json or None)
-    return model, params, tokenizer
+    return model, params, tokenizer_file
 
 
-def _tokenizer(recorded: Any, spec: str) -> Tokenizer:
-    """The tokenizer the run or the pretrained directory came with."""
+def _tokenizer(recorded: str | None, spec: str) -> Tokenizer:
+    """The tokenizer the run or the pretrained directory came with (a spec or a file)."""
     if recorded is None:
         raise LoadError(
             f"{spec} comes with no tokenizer.json; pass --tokenizer / tokenizer= (a "
             "tokenizer.json, or 'byte' for a byte-level model)"
         )
-    if isinstance(recorded, str | os.PathLike):
-        return load_tokenizer(os.fspath(recorded))
-    if all(hasattr(recorded, name) for name in ("encode", "decode", "eos_id", "vocab_size")):
-        return recorded
-    # arch cannot import experiments.tokenizer (layering): read the directory's file.
-    return load_tokenizer(spec if os.path.isdir(spec) else os.path.dirname(spec))
+    return load_tokenizer(os.fspath(recorded))
 
 
 def _check_vocab(model, tokenizer: Tokenizer, spec: str) -> None:

@@ -124,14 +124,43 @@ def evaluate(
     progress: bool = True,
 ) -> dict:
     """{"tasks": {name: metrics}, "items": {name: [[loglik, ...] per doc]}, "timing": ...}."""
-    tasks = [zs_tasks.get_task(name) for name in task_names]
-    loaded = {task.name: task.load(data_dir)[:limit] for task in tasks}  # all files first
+    return evaluate_docs(
+        model,
+        params,
+        tokenizer,
+        load_docs(task_names, data_dir, limit),
+        reuse=reuse,
+        batch_size=batch_size,
+        progress=progress,
+    )
+
+
+def load_docs(task_names: Sequence[str], data_dir: str, limit: int | None = None) -> dict:
+    """{task name: its first ``limit`` docs}, every file read (and every name checked)."""
+    loaded = {}
+    for name in task_names:
+        docs = zs_tasks.get_task(name).load(data_dir)[:limit]
+        if not docs:
+            raise ValueError(f"{name}: no documents read from {data_dir}")
+        loaded[name] = docs
+    return loaded
+
+
+def evaluate_docs(
+    model,
+    params,
+    tokenizer,
+    loaded: dict,
+    *,
+    reuse: bool = True,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> dict:
+    """``evaluate`` on docs already read (``load_docs``)."""
     scorers = Scorers(model, params)
     out = {"tasks": {}, "items": {}, "timing": {}}
-    for task in tasks:
-        docs = loaded[task.name]
-        if not docs:
-            raise ValueError(f"{task.name}: no documents read from {data_dir}")
+    for name, docs in loaded.items():
+        task = zs_tasks.get_task(name)
         start = time.perf_counter()
         results = score_docs(
             model,
@@ -182,33 +211,20 @@ def run_zeroshot(
         raise FileExistsError(
             f"{results_path} exists (a finished evaluation); give another --workdir"
         )
-    names = list(task_names or DEFAULT_TASKS)
-    for name in names:
-        zs_tasks.get_task(name)  # an unknown name fails before the model loads
     if published is not None:
         from experiments.zeroshot.table import matching_rows
 
-        matching_rows({"published": published})  # an unknown row name fails now too
-    for name in names:  # every task file read before the (long) load of the weights
-        zs_tasks.get_task(name).load(data_dir)
+        matching_rows({"published": published})  # an unknown row name fails now
+    # Unknown names and missing files fail before the (long) load of the weights.
+    docs = load_docs(task_names or DEFAULT_TASKS, data_dir, limit)
     model, params, tok = load_lm(weights, tokenizer=tokenizer)
-    result = evaluate(
-        model,
-        params,
-        tok,
-        names,
-        data_dir,
-        limit=limit,
-        reuse=reuse,
-        batch_size=batch_size,
-    )
+    result = evaluate_docs(model, params, tok, docs, reuse=reuse, batch_size=batch_size)
     os.makedirs(os.path.join(out_dir, "items"), exist_ok=True)
     for name, items in result.pop("items").items():
         with open(os.path.join(out_dir, "items", f"{name}.json"), "w") as f:
             json.dump(items, f)
     record = {
         "weights": os.path.abspath(weights),
-        "mixer": _mixer_name(model),
         "n_params": int(sum(x.size for x in jax.tree_util.tree_leaves(params))),
         "tokenizer": getattr(tok, "name", None),
         "data_dir": os.path.abspath(data_dir),
@@ -222,9 +238,3 @@ def run_zeroshot(
         json.dump(record, f, indent=1)
     os.replace(tmp, results_path)
     return record
-
-
-def _mixer_name(model) -> str:
-    """The mixer class of the model's first block (e.g. Attention, Mamba, RWKVTimeMix)."""
-    factory = model.backbone.mixer_factory
-    return getattr(getattr(factory, "func", factory), "__name__", str(factory))

@@ -24,3 +24,13 @@ def tokenizer_json(tmp_path_factory):
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
     tok.save(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def zeroshot_dir(tmp_path_factory):
+    """The eight zero-shot tasks' files in their release layouts (zeroshot_fixtures.py)."""
+    from tests.experiments.zeroshot_fixtures import write_task_files
+
+    root = tmp_path_factory.mktemp("zeroshot")
+    write_task_files(root)
+    return root

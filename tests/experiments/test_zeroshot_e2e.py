@@ -14,16 +14,8 @@ from experiments.tokenizer import load_tokenizer
 from experiments.zeroshot import tasks as zs_tasks
 from experiments.zeroshot.evaluate import evaluate, score_docs
 from experiments.zeroshot.scoring import encode_pair
-from tests.experiments.zeroshot_fixtures import write_task_files
 
 ALL = tuple(zs_tasks.TASKS)
-
-
-@pytest.fixture(scope="module")
-def task_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("zeroshot")
-    write_task_files(root)
-    return root
 
 
 def torch_logliks(torch_model, tokenizer, docs_per_task):
@@ -59,12 +51,12 @@ def torch_logliks(torch_model, tokenizer, docs_per_task):
 # question, the KV cache for GPT-NeoX) and the row-by-row one; they agree with each other
 # in test_state_reuse_gives_the_row_scores.
 @pytest.mark.parametrize("kind, reuse", [("gpt_neox", True), ("rwkv", False), ("mamba", True)])
-def test_every_task_matches_transformers(hf_checkpoints, tokenizer_json, task_dir, kind, reuse):
+def test_every_task_matches_transformers(hf_checkpoints, tokenizer_json, zeroshot_dir, kind, reuse):
     directory, torch_model = hf_checkpoints[kind]
     tokenizer = load_tokenizer(str(tokenizer_json))
     model, params, _ = load_pretrained(directory)
-    result = evaluate(model, params, tokenizer, ALL, str(task_dir), reuse=reuse, progress=False)
-    docs = {name: zs_tasks.get_task(name).load(task_dir) for name in ALL}
+    result = evaluate(model, params, tokenizer, ALL, str(zeroshot_dir), reuse=reuse, progress=False)
+    docs = {name: zs_tasks.get_task(name).load(zeroshot_dir) for name in ALL}
     reference = torch_logliks(torch_model, tokenizer, docs)
     for name in ALL:
         ours = result["items"][name]
@@ -74,13 +66,13 @@ def test_every_task_matches_transformers(hf_checkpoints, tokenizer_json, task_di
         assert set(zs_tasks.get_task(name).metrics) <= set(result["tasks"][name])
 
 
-def test_state_reuse_gives_the_row_scores(hf_checkpoints, tokenizer_json, task_dir):
+def test_state_reuse_gives_the_row_scores(hf_checkpoints, tokenizer_json, zeroshot_dir):
     """The shared-context path (one prefill per question) and the row-by-row path, for
     RWKV (scored row by row against transformers above)."""
     directory, _ = hf_checkpoints["rwkv"]
     tokenizer = load_tokenizer(str(tokenizer_json))
     model, params, _ = load_pretrained(directory)
-    docs = zs_tasks.get_task("hellaswag").load(task_dir)
+    docs = zs_tasks.get_task("hellaswag").load(zeroshot_dir)
     reused = score_docs(model, params, tokenizer, docs, reuse=True)
     rows = score_docs(model, params, tokenizer, docs, reuse=False)
     for a, b in zip(reused, rows, strict=True):
@@ -88,7 +80,7 @@ def test_state_reuse_gives_the_row_scores(hf_checkpoints, tokenizer_json, task_d
         assert [g for _, g in a] == [g for _, g in b]
 
 
-def test_run_zeroshot_writes_and_never_overwrites(hf_checkpoints, tokenizer_json, task_dir,
+def test_run_zeroshot_writes_and_never_overwrites(hf_checkpoints, tokenizer_json, zeroshot_dir,
                                                   tmp_path):  # fmt: skip
     pytest.importorskip("experiments.lm_loading", reason="lm_loading lands with generation")
     from experiments.zeroshot.evaluate import run_zeroshot
@@ -98,13 +90,13 @@ def test_run_zeroshot_writes_and_never_overwrites(hf_checkpoints, tokenizer_json
     shutil.copytree(hf_checkpoints["gpt_neox"][0], weights)
     shutil.copy(tokenizer_json, weights / "tokenizer.json")
     out = tmp_path / "runs" / "p160"
-    record = run_zeroshot(str(weights), ["piqa", "lambada_openai"], str(task_dir), str(out))
+    record = run_zeroshot(str(weights), ["piqa", "lambada_openai"], str(zeroshot_dir), str(out))
     saved = json.loads((out / "results.json").read_text())
     assert saved["tasks"] == record["tasks"] and saved["n_params"] > 0
     items = json.loads((out / "items" / "piqa.json").read_text())
     assert len(items) == record["tasks"]["piqa"]["n_docs"] and len(items[0]) == 2
     with pytest.raises(FileExistsError, match="exists"):
-        run_zeroshot(str(weights), ["piqa"], str(task_dir), str(out))
+        run_zeroshot(str(weights), ["piqa"], str(zeroshot_dir), str(out))
     text = write_table(str(tmp_path / "runs"), out=str(tmp_path / "table"))
     assert "ours: p160" in text and "Pythia 160M" in text and "difference vs" in text
     assert (tmp_path / "table" / "zeroshot_figure.png").stat().st_size > 1000

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments.zeroshot.tasks import TASKS, Doc, get_task
-from tests.experiments.zeroshot_fixtures import write_hf_task_files, write_task_files
+from tests.experiments.zeroshot_fixtures import write_hf_task_files
 
 NAMES = [
     "lambada_openai",
@@ -22,13 +22,6 @@ NAMES = [
     "openbookqa",
     "sciq",
 ]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("zeroshot")
-    write_task_files(root)
-    return root
 
 
 def _mc(context, choices, gold):
@@ -271,8 +264,8 @@ def test_the_eight_tasks():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_requests_from_release_files(data_dir, name):
-    assert get_task(name).load(data_dir) == EXPECTED[name]
+def test_requests_from_release_files(zeroshot_dir, name):
+    assert get_task(name).load(zeroshot_dir) == EXPECTED[name]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -297,8 +290,8 @@ def test_multiple_choice_process_and_aggregate():
         piqa.aggregate([])
 
 
-def test_acc_norm_divides_by_the_choice_without_its_leading_space(data_dir):
-    doc = get_task("arc_easy").load(data_dir)[2]  # oxygen / carbon dioxide / nitrogen
+def test_acc_norm_divides_by_the_choice_without_its_leading_space(zeroshot_dir):
+    doc = get_task("arc_easy").load(zeroshot_dir)[2]  # oxygen / carbon dioxide / nitrogen
     # per character of "oxygen" (6), "carbon dioxide" (14), "nitrogen" (8)
     scores = get_task("arc_easy").process(doc, [(-6.6, False), (-14.7, False), (-8.0, False)])
     assert scores == {"acc": 0.0, "acc_norm": 0.0}  # -1.1, -1.05, -1.0: nitrogen
@@ -306,16 +299,16 @@ def test_acc_norm_divides_by_the_choice_without_its_leading_space(data_dir):
     assert scores == {"acc": 0.0, "acc_norm": 1.0}  # -0.95 for carbon dioxide
 
 
-def test_winogrande_reports_acc_only(data_dir):
+def test_winogrande_reports_acc_only(zeroshot_dir):
     wino = get_task("winogrande")
-    doc = wino.load(data_dir)[0]
+    doc = wino.load(zeroshot_dir)[0]
     assert wino.process(doc, [(-5.0, False), (-2.0, True)]) == {"acc": 1.0}
     assert wino.aggregate([{"acc": 1.0}, {"acc": 0.0}, {"acc": 0.0}]) == {"acc": 1 / 3}
 
 
-def test_lambada_acc_and_perplexity(data_dir):
+def test_lambada_acc_and_perplexity(zeroshot_dir):
     lambada = get_task("lambada_openai")
-    docs = lambada.load(data_dir)
+    docs = lambada.load(zeroshot_dir)
     logliks = [-2.0, -0.5, -7.25, -1.5]
     greedy = [True, False, True, True]
     per_doc = [lambada.process(d, [(x, g)]) for d, x, g in zip(docs, logliks, greedy, strict=True)]
@@ -337,10 +330,10 @@ def test_missing_file_names_the_path_and_the_source(tmp_path, name):
     assert task.source in message
 
 
-def test_piqa_needs_its_labels_file(data_dir, tmp_path):
+def test_piqa_needs_its_labels_file(zeroshot_dir, tmp_path):
     (tmp_path / "piqa").mkdir()
     (tmp_path / "piqa" / "valid.jsonl").write_bytes(
-        (data_dir / "piqa" / "valid.jsonl").read_bytes()
+        (zeroshot_dir / "piqa" / "valid.jsonl").read_bytes()
     )
     with pytest.raises(FileNotFoundError, match="valid-labels.lst: no such file"):
         get_task("piqa").load(tmp_path)
