@@ -1,6 +1,7 @@
 """Model-level benchmarks: training-step time / memory vs length, and generation.
 
     python run.py bench train --lengths 1024,2048,4096 --out runs/bench/train
+    python run.py bench train --d_model 256 --n_layers 4 --batch 4 --time_chunk 1024
     python run.py bench generate --lengths 100,1000,10000 --out runs/bench/generate
     python run.py bench throughput --batches 1,4,16,64 --lengths 1024
 
@@ -12,10 +13,12 @@ linear growth and about L / L0 is quadratic.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -63,8 +66,20 @@ def _add_growth(rows: list[dict]) -> None:
         r["growth"] = t0 / r["tokens_per_s"]
 
 
-def _compile_train_step(model, batch: int, length: int):
-    """The jitted Adam step at (batch, length), compiled; its args; its temp bytes."""
+def _constant_state(build: Callable[[int], Any], length: int) -> bool:
+    """Whether ``build(max_len)``'s recurrent state is the same at two maximum lengths
+    (a Transformer's KV cache grows with ``max_len``; no recurrent form: False)."""
+    from arch.utils import state_size
+
+    size = state_size(build(length))
+    return size is not None and size == state_size(build(2 * length))
+
+
+def _compile_train_step(model, batch: int, length: int, time_chunk: int = 0):
+    """The jitted Adam step at (batch, length), compiled; its args; its temp bytes.
+    ``time_chunk``: the logits chunk by chunk along time (``arch.time_chunks``)."""
+    from arch.time_chunks import apply_in_time_chunks
+
     tokens = jnp.zeros((batch, length), jnp.int32)
     # jitted: op-by-op init compiles every op for every new length (seconds each)
     params = jax.jit(model.init)(jax.random.key(0), tokens)
@@ -72,7 +87,10 @@ def _compile_train_step(model, batch: int, length: int):
 
     def step(params, opt_state, tokens):
         def loss(p):
-            logits = model.apply(p, tokens)
+            if time_chunk:
+                logits = apply_in_time_chunks(model, p, tokens, time_chunk)
+            else:
+                logits = model.apply(p, tokens)
             return optax.softmax_cross_entropy_with_integer_labels(logits, tokens).mean()
 
         grads = jax.grad(loss)(params)
@@ -97,9 +115,16 @@ def bench_train(
     vocab: int = 256,
     repeats: int = 3,
     budget: int | None = None,
+    time_chunk: int = 0,
 ) -> list[dict]:
     """Seconds per training step (forward + backward + Adam), model-FLOPs utilisation
     and compiled temp memory.
+
+    ``time_chunk`` > 0: at lengths above it, an architecture whose recurrent state does
+    not grow with the context is also timed with its logits computed chunk by chunk
+    along time (``arch.time_chunks``; the same numbers), in the same run; the row keeps
+    the faster of the two, ``time_chunk`` says which (0: one call) and ``vs_one_call``
+    is its time over the one-call step's.
 
     ``mfu`` = the step's model FLOPs (``arch.flops.train_flops``: 3 x the analytic
     forward count) per second over the float32 matmul rate measured at the start of the
@@ -128,6 +153,15 @@ def bench_train(
         if too_big:
             print(f"{name} at L={length}: needs {temp / 2**30:.1f} GiB > budget, not run")
         seconds = math.nan if too_big else time_call(compiled, args, repeats)
+        one_call, used = seconds, 0
+        build = functools.partial(_build, name, vocab, d_model, n_layers)
+        if not too_big and time_chunk and length > time_chunk and _constant_state(build, length):
+            del compiled  # free the one-call step's buffers before compiling the other
+            chunked, args, chunked_temp = _compile_train_step(model, fits, length, time_chunk)
+            if chunked_temp is not None and chunked_temp > budget:  # e.g. S4's prefill
+                print(f"{name} at L={length} in time chunks: needs {chunked_temp / 2**30:.1f} GiB")
+            elif (chunked_s := time_call(chunked, args, repeats)) < seconds:
+                seconds, used, temp = chunked_s, time_chunk, chunked_temp
         flops = train_flops(model, args[0], fits, length)
         mfu = flops / seconds / 1e9 / machine["matmul_gflops"]
         rows.append(
@@ -140,9 +174,12 @@ def bench_train(
                 "model_gflop": flops / 1e9,
                 "mfu": mfu,
                 "temp_mib": None if temp is None else temp / 2**20,
+                "time_chunk": used,
+                "vs_one_call": seconds / one_call,
             }
         )
-        print(f"{name} L={length} batch {fits}: {seconds:.4g} s, MFU {mfu:.1%}", flush=True)
+        how = f", time chunks of {used} ({seconds / one_call:.2f}x one call)" if used else ""
+        print(f"{name} L={length} batch {fits}: {seconds:.4g} s, MFU {mfu:.1%}{how}", flush=True)
         return rows[-1]
 
     for name in archs:
@@ -157,8 +194,9 @@ def bench_train(
     _add_growth(rows)
     columns = ("arch", "length", "batch", "seconds", "tokens_per_s", "growth")
     columns += ("model_gflop", "mfu", "temp_mib")
+    columns += ("time_chunk", "vs_one_call") if time_chunk else ()
     _write(rows, columns, out_dir, "train_bench", "seconds per train step", "length")
-    shape = {"batch": batch, "d_model": d_model, "n_layers": n_layers}
+    shape = {"batch": batch, "d_model": d_model, "n_layers": n_layers, "time_chunk": time_chunk}
     _write_machine(machine, out_dir, **shape)
     _plot(rows, "length", "temp_mib", "compiled temp memory (MiB)", out_dir, "train_memory")
     _plot_mfu(rows, batch, os.path.join(out_dir, "train_mfu.png"))

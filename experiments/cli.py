@@ -197,6 +197,9 @@ def cmd_bench(args, flags):
         bench_scoring(flags.archs or DEFAULT_ARCHS, lengths, out, **shape)
         print(f"CSV and PNG in {out}/")
         return
+    time_chunk = getattr(flags, "time_chunk", None) or 0
+    if which != "train" and time_chunk:
+        raise ValueError(f"--time_chunk is an option of bench train, not of bench {which}")
     if which in ("kernels", "attention") and shape:
         raise ValueError(f"bench {which} has a fixed layout: drop --d_model/--n_layers/--batch")
     if which == "kernels":
@@ -204,7 +207,9 @@ def cmd_bench(args, flags):
     elif which == "attention":
         bench.bench_attention(lengths, out)
     elif which == "train":
-        bench_models.bench_train(archs, lengths, out, **shape)
+        if time_chunk < 0:
+            raise ValueError(f"--time_chunk {time_chunk}: give a positive chunk length, or 0 (off)")
+        bench_models.bench_train(archs, lengths, out, time_chunk=time_chunk, **shape)
     elif which == "generate":
         bench_models.bench_generate(archs, lengths, out, **shape)
     else:

@@ -63,6 +63,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.lr_mults = ()
     config.train.wd_mults = ()
     config.train.compute_dtype = "float32"  # "float32" or "bfloat16" (params stay float32)
+    # Language models with a recurrent form: > 0 computes the logits chunk by chunk along
+    # time through the state (arch/time_chunks.py; same numbers, a cache-sized working
+    # set: faster on CPU at long lengths, see docs/benchmarks.md). 0: one parallel call.
+    config.train.time_chunk = 0
     config.train.log_every = 50  # steps between metric lines
     config.train.eval_every = 500  # steps between evaluations (and at the end)
     config.train.eval_steps = config_dict.placeholder(int)  # None: the task's eval_steps

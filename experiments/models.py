@@ -64,24 +64,41 @@ def apply_model(
     train: bool = False,
     rngs: dict[str, jax.Array] | None = None,
     kind: str | None = None,
+    time_chunk: int = 0,
 ) -> jax.Array:
-    """Logits: ``[B, L, vocab]`` for "lm", ``[B, n_classes]`` for classify/retrieval."""
+    """Logits: ``[B, L, vocab]`` for "lm", ``[B, n_classes]`` for classify/retrieval.
+
+    ``time_chunk`` > 0 ("lm" only): the same logits computed chunk by chunk along time
+    through the recurrent state (``arch.time_chunks``; no dropout there)."""
+    if time_chunk:
+        from arch.time_chunks import apply_in_time_chunks
+
+        return apply_in_time_chunks(model, {"params": params}, batch["inputs"], time_chunk)
     return model.apply({"params": params}, *model_inputs(batch, kind), train=train, rngs=rngs)
 
 
-def apply_with_aux(model, params, batch, *, train=False, rngs=None, kind=None):
+def apply_with_aux(model, params, batch, *, train=False, rngs=None, kind=None, time_chunk=0):
     """(logits, the sum of the losses the layers sowed, the sown statistics).
 
     Layers add auxiliary losses to the ``"losses"`` collection (the MoE load-balancing
-    and router z-losses, already weighted) and diagnostics to ``"moe_stats"``.
+    and router z-losses, already weighted) and diagnostics to ``"moe_stats"``. With
+    ``time_chunk`` (see ``apply_model``) each is the mean over the chunks.
     """
-    logits, sown = model.apply(
-        {"params": params},
-        *model_inputs(batch, kind),
-        train=train,
-        rngs=rngs,
-        mutable=["losses", "moe_stats"],
-    )
+    collections = ["losses", "moe_stats"]
+    if time_chunk:
+        from arch.time_chunks import apply_in_time_chunks
+
+        logits, sown = apply_in_time_chunks(
+            model, {"params": params}, batch["inputs"], time_chunk, mutable=collections
+        )
+    else:
+        logits, sown = model.apply(
+            {"params": params},
+            *model_inputs(batch, kind),
+            train=train,
+            rngs=rngs,
+            mutable=collections,
+        )
     aux = sum((jnp.sum(v) for v in jax.tree.leaves(sown.get("losses", {}))), jnp.zeros(()))
     return logits, aux, sown.get("moe_stats", {})
 

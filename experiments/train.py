@@ -108,6 +108,40 @@ def _check_train_config(tc) -> None:
             raise TrainingError(f"train.{name}={tc[name]} must be at least 1")
     if tc.eval_steps is not None and tc.eval_steps < 1:
         raise TrainingError(f"train.eval_steps={tc.eval_steps} must be at least 1 (or None)")
+    if not isinstance(tc.time_chunk, int) or tc.time_chunk < 0:
+        raise TrainingError(f"train.time_chunk={tc.time_chunk!r} must be an int >= 0 (0: off)")
+
+
+def _check_time_chunk(config, model, spec) -> None:
+    """``train.time_chunk`` needs a causal LM with a recurrent form, no dropout (``prefill``
+    is deterministic) and a chunk that divides the sequence length."""
+    chunk = config.train.time_chunk
+    if not chunk:
+        return
+    from arch.time_chunks import check_time_chunk
+    from arch.utils import state_size
+
+    if spec.kind != "lm":
+        raise TrainingError(
+            f"train.time_chunk={chunk} applies to language models only; the task "
+            f"{spec.name!r} is {spec.kind!r}: set train.time_chunk=0"
+        )
+    dropouts = {k: v for k, v in config.model.items() if "dropout" in k and v}
+    if dropouts:
+        shown = ", ".join(f"model.{k}={v}" for k, v in dropouts.items())
+        raise TrainingError(
+            f"train.time_chunk={chunk} runs the model through its recurrent form, which "
+            f"has no dropout; {shown}: set it to 0 or train.time_chunk=0"
+        )
+    if state_size(model) is None:
+        raise TrainingError(
+            f"train.time_chunk={chunk} needs a model with a recurrent form (init_state "
+            f"and prefill); {config.arch!r} has none: set train.time_chunk=0"
+        )
+    try:
+        check_time_chunk(chunk, spec.seq_len)
+    except ValueError as error:
+        raise TrainingError(f"train.{error}") from None
 
 
 # ---------------------------------------------------------------------------- loss
@@ -186,6 +220,7 @@ def make_train_step(model, tx, kind: str, train_cfg):
                 train=True,
                 rngs={"dropout": dropout},
                 kind=kind,
+                time_chunk=train_cfg.time_chunk,
             )
             ce, correct, weight = weighted_sums(logits, batch, kind)
             weight = jnp.maximum(weight, 1e-9)
@@ -219,7 +254,11 @@ def make_eval_step(model, kind: str, train_cfg):
 
     def eval_step(params, batch):
         logits = models.apply_model(
-            model, _cast_for_compute(params, dtype), _cast_batch(batch, dtype), kind=kind
+            model,
+            _cast_for_compute(params, dtype),
+            _cast_batch(batch, dtype),
+            kind=kind,
+            time_chunk=train_cfg.time_chunk,
         )
         return weighted_sums(logits, batch, kind)
 
@@ -282,6 +321,7 @@ def train(config, workdir: str, *, model=None, task=None) -> dict:
             raise TrainingError(
                 f"cannot build {config.arch!r} for task {spec.name!r}: {error}"
             ) from None
+    _check_time_chunk(config, model, spec)
     try:
         mesh = parallel.make_mesh(config.mesh.data)
         parallel.check_batch_size(tc.batch_size, mesh)

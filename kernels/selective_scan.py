@@ -14,8 +14,9 @@ and gate after are done once, in ``selective_scan``):
 
 - "sequential": ``lax.scan``, discretising inside the body (no ``[B, L, D, N]``
   tensor); the readable reference every other one is tested against;
-- "sequential_vjp": the same ``lax.scan`` forward (keeping every state) with the
-  gradient written as one reverse scan of the adjoint recurrence (``_scan_bwd``);
+- "sequential_vjp": the same ``lax.scan`` forward with the gradient written as a
+  reverse scan of the adjoint recurrence (``_scan_bwd``), keeping one state per
+  ``chunk_size`` steps and recomputing the others a chunk at a time;
 - "associative": ``lax.associative_scan`` over the whole sequence (materialises dA and
   dB u as ``[B, L, D, N]``; a reference speed-up only);
 - "chunked": sequential across chunks of ``chunk_size`` steps, associative within
@@ -26,6 +27,8 @@ and gate after are done once, in ``selective_scan``):
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -76,43 +79,59 @@ def _sequential(u, delta, A, B, C, h0):
     return jnp.swapaxes(ys, 0, 1), h_last
 
 
-@jax.custom_vjp
-def _scan_with_vjp(u, delta, A, B, C, h0):
-    y, h_last, _ = _scan_forward(u, delta, A, B, C, h0)
+def _time_chunks(x, chunk: int):
+    """[B, L, ...] -> [L / chunk, chunk, B, ...]: time-major, one row per chunk."""
+    x = jnp.swapaxes(x, 0, 1)
+    return x.reshape(x.shape[0] // chunk, chunk, *x.shape[1:])
+
+
+def _from_time_chunks(x):
+    """The inverse of ``_time_chunks``: [L / chunk, chunk, B, ...] -> [B, L, ...]."""
+    return jnp.swapaxes(x.reshape(-1, *x.shape[2:]), 0, 1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _scan_with_vjp(u, delta, A, B, C, h0, chunk):
+    y, h_last, _ = _scan_forward(u, delta, A, B, C, h0, chunk)
     return y, h_last
 
 
-def _scan_forward(u, delta, A, B, C, h0):
-    """The sequential scan, keeping every state h_t ([L, B, D, N]) for the backward."""
+def _scan_forward(u, delta, A, B, C, h0, chunk):
+    """The sequential scan, keeping only the state entering each chunk of ``chunk`` steps
+    ([L / chunk, B, D, N]) for the backward, which recomputes the rest a chunk at a time."""
 
-    def step(h, x_t):
-        h, y_t = _s6_step(A, h, *x_t)
-        return h, (y_t, h)
+    def run_chunk(h, xs_c):
+        h_end, ys = jax.lax.scan(lambda h, x_t: _s6_step(A, h, *x_t), h, xs_c)
+        return h_end, (ys, h)
 
-    xs = tuple(jnp.swapaxes(x, 0, 1) for x in (u, delta, B, C))
-    h_last, (ys, hs) = jax.lax.scan(step, h0, xs)
-    return jnp.swapaxes(ys, 0, 1), h_last, hs
-
-
-def _scan_fwd(u, delta, A, B, C, h0):
-    y, h_last, hs = _scan_forward(u, delta, A, B, C, h0)
-    return (y, h_last), (u, delta, A, B, C, h0, hs)
+    xs = tuple(_time_chunks(x, chunk) for x in (u, delta, B, C))
+    h_last, (ys, h_starts) = jax.lax.scan(run_chunk, h0, xs)
+    return _from_time_chunks(ys), h_last, h_starts
 
 
-def _scan_bwd(residuals, cotangents):
-    """The gradient as one reverse scan (the adjoint recurrence): with g_t = dL/dh_t,
+def _scan_fwd(u, delta, A, B, C, h0, chunk):
+    y, h_last, h_starts = _scan_forward(u, delta, A, B, C, h0, chunk)
+    return (y, h_last), (u, delta, A, B, C, h_starts)
+
+
+def _scan_bwd(chunk, residuals, cotangents):
+    """The gradient as a reverse scan of the adjoint recurrence: with g_t = dL/dh_t,
     g_t = dA_{t+1} g_{t+1} + dy_t C_t, and every input's gradient read off g_t, h_t,
-    h_{t-1} in the same step, instead of autodiff's transposed scan of the forward."""
-    u, delta, A, B, C, h0, hs = residuals
-    dy, dh_last = cotangents
-    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
-    xs = tuple(jnp.swapaxes(x, 0, 1) for x in (u, delta, B, C, dy)) + (hs, h_prev)
+    h_{t-1} in the same step, instead of autodiff's transposed scan of the forward.
 
-    def step(carry, inputs):
+    Chunks are visited last to first; each first recomputes its states forward from the
+    saved state at its start (one more forward scan in all), so the backward holds
+    [chunk, B, D, N] states at a time instead of all L of them (as Mamba's CUDA kernel
+    recomputes its states in the backward rather than storing them)."""
+    u, delta, A, B, C, h_starts = residuals
+    dy, dh_last = cotangents
+
+    def adjoint_step(carry, inputs):
         g, d_a_sum = carry
-        u_t, d_t, b_t, c_t, dy_t, h_t, h_before = inputs
-        g = g + dy_t[..., None] * c_t[:, None, :]  # y_t = C_t . h_t
+        u_t, d_t, b_t, c_t, dy_t, h_before = inputs
         a_t = jnp.exp(d_t[..., None] * A)
+        h_t = a_t * h_before + (d_t * u_t)[..., None] * b_t[:, None, :]
+        g = g + dy_t[..., None] * c_t[:, None, :]  # y_t = C_t . h_t
         g_da = g * h_before * a_t  # through dA_t = exp(delta_t A)
         g_b = jnp.einsum("bdn,bn->bd", g, b_t)  # through delta_t B_t u_t
         grads = (
@@ -123,18 +142,38 @@ def _scan_bwd(residuals, cotangents):
         )
         return (g * a_t, d_a_sum + jnp.einsum("bdn,bd->dn", g_da, d_t)), grads
 
+    def chunk_step(carry, inputs):
+        *xs_c, dy_c, h_start = inputs
+
+        def forward(h, x_t):  # the states entering each step of the chunk
+            return _s6_step(A, h, *x_t)[0], h
+
+        _, h_before = jax.lax.scan(forward, h_start, tuple(xs_c))
+        return jax.lax.scan(adjoint_step, carry, (*xs_c, dy_c, h_before), reverse=True)
+
+    xs = tuple(_time_chunks(x, chunk) for x in (u, delta, B, C, dy))
     init = (dh_last, jnp.zeros_like(A))
-    (d_h0, d_a), grads = jax.lax.scan(step, init, xs, reverse=True)
-    d_u, d_delta, d_b, d_c = (jnp.swapaxes(g, 0, 1) for g in grads)
+    (d_h0, d_a), grads = jax.lax.scan(chunk_step, init, (*xs, h_starts), reverse=True)
+    d_u, d_delta, d_b, d_c = (_from_time_chunks(g) for g in grads)
     return d_u, d_delta, d_a, d_b, d_c, d_h0
 
 
 _scan_with_vjp.defvjp(_scan_fwd, _scan_bwd)
 
 
-def _sequential_vjp(u, delta, A, B, C, h0):
-    """The sequential scan with a hand-written backward pass (``_scan_bwd``)."""
-    return _scan_with_vjp(*(x.astype(F32) for x in (u, delta, A, B, C, h0)))
+def _sequential_vjp(u, delta, A, B, C, h0, *, chunk_size: int = 64):
+    """The sequential scan with a hand-written backward pass (``_scan_bwd``) that keeps
+    one state per ``chunk_size`` steps. The time axis is padded to a multiple of it with
+    delta = 0 steps (dA = 1, dB u = 0: the state passes through unchanged)."""
+    chunking.check_chunk("chunk_size", chunk_size)
+    u, delta, A, B, C, h0 = (x.astype(F32) for x in (u, delta, A, B, C, h0))
+    length = u.shape[1]
+    chunk = max(1, min(chunk_size, length))
+    pad = -length % chunk
+    if pad:
+        u, delta, B, C = (jnp.pad(x, ((0, 0), (0, pad), (0, 0))) for x in (u, delta, B, C))
+    y, h_last = _scan_with_vjp(u, delta, A, B, C, h0, chunk)
+    return y[:, :length], h_last
 
 
 def _chunk(shared, h, xs, valid):
@@ -212,7 +251,8 @@ def selective_scan(
     """``(y, last_state)``; passing ``last_state`` back as ``state`` continues exactly.
 
     ``y`` has u's dtype, the state is float32. ``options`` go to the implementation:
-    ``chunk_size`` ("chunked"); ``block_t``, ``block_d``, ``interpret`` ("pallas").
+    ``chunk_size`` ("chunked", "sequential_vjp"); ``block_t``, ``block_d``,
+    ``interpret`` ("pallas").
     """
     _check(u, delta, A, B, C, D, z, delta_bias, state)
     batch, _, dim = u.shape

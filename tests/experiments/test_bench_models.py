@@ -86,3 +86,24 @@ def test_throughput_benchmark_counts_tokens_per_step(tmp_path):
     # an 8-position KV cache (2 x 8 x 8 floats) outweighs RWKV-4's 5 x 8 floats
     assert per_seq[("transformer", 1)] > per_seq[("rwkv", 1)]
     assert os.path.getsize(tmp_path / "throughput_bench.png") > 0
+
+
+def test_train_benchmark_times_time_chunks_only_where_the_state_is_constant(tmp_path):
+    """``time_chunk``: the recurrent arch is timed both ways above the chunk (the row keeps
+    the faster and says so); the Transformer, whose KV cache grows, and the length within
+    one chunk are not."""
+    rows = bench_models.bench_train(
+        ["rwkv", "transformer"], [8, 32], str(tmp_path), d_model=8, n_layers=1, repeats=1,
+        time_chunk=8,
+    )  # fmt: skip
+    by = {(r["arch"], r["length"]): r for r in rows}
+    assert all(
+        by[(a, 8)]["time_chunk"] == 0 and by[(a, 8)]["vs_one_call"] == 1
+        for a in ("rwkv", "transformer")
+    )
+    assert by[("transformer", 32)]["time_chunk"] == 0
+    rwkv = by[("rwkv", 32)]
+    assert rwkv["time_chunk"] in (0, 8)
+    assert (rwkv["vs_one_call"] < 1) == (rwkv["time_chunk"] == 8)
+    with open(tmp_path / "train_bench.csv") as f:
+        assert {"time_chunk", "vs_one_call"} <= set(next(csv.DictReader(f)))

@@ -240,21 +240,19 @@ def _registry_or_skip():
 MQAR = {"vocab_size": 16, "seq_len": 16, "num_kv_pairs": 2, "n_eval_steps": 1}
 
 
+def tiny_mamba_mqar(**overrides):
+    """A one-layer Mamba of width 16 on a 16-token MQAR: the smallest registry run."""
+    base = {"arch": "mamba", "model.d_model": 16, "model.n_layers": 1, "task.name": "mqar"}
+    return tiny_config(**{**base, "task.options": MQAR, **overrides})
+
+
 def test_config_names_the_task_and_the_architecture(tmp_path):
     _registry_or_skip()
     import arch
     from experiments.models import build_model
     from experiments.tasks.registry import make_task
 
-    config = tiny_config(
-        **{
-            "arch": "mamba",
-            "model.d_model": 16,
-            "model.n_layers": 1,
-            "task.name": "mqar",
-            "task.options": MQAR,
-        }
-    )
+    config = tiny_mamba_mqar()
     results = train_lib.train(config, str(tmp_path))
     assert np.isfinite(results["final"]["eval_loss"])
     model = build_model(config, make_task("mqar", **MQAR).spec)
@@ -350,3 +348,40 @@ def test_a_task_whose_test_split_is_its_validation_split_is_evaluated_once(tmp_p
     )["best"]
     assert best["test_loss"] == best["eval_loss"]
     assert best["test_accuracy"] == best["eval_accuracy"]
+
+
+def test_time_chunked_training_matches_one_call(tmp_path):
+    """``train.time_chunk``: the same losses as training on whole sequences."""
+    _registry_or_skip()
+    losses = {}
+    for chunk in (0, 4):
+        config = tiny_mamba_mqar(**{"train.time_chunk": chunk})
+        train_lib.train(config, str(tmp_path / str(chunk)))
+        losses[chunk] = [
+            (m["step"], m[key])
+            for m in read_metrics(str(tmp_path / str(chunk)))
+            for key in ("loss", "eval_loss")
+            if key in m
+        ]
+    assert len(losses[4]) >= 4
+    steps, values = zip(*losses[4], strict=True)
+    assert steps == tuple(s for s, _ in losses[0])
+    np.testing.assert_allclose(values, [v for _, v in losses[0]], rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"model.dropout": 0.1}, "model.dropout=0.1"),
+        ({"train.time_chunk": 5}, "divisor of 16"),
+        ({"arch": "s4d", "model.bidirectional": True}, "recurrent form|causal"),
+        ({"train.time_chunk": -1}, "int >= 0"),
+    ],
+)
+def test_time_chunk_refusals_name_the_fix(tmp_path, overrides, message):
+    _registry_or_skip()
+    config = tiny_mamba_mqar(**{"train.time_chunk": 4, **overrides})
+    with pytest.raises(train_lib.TrainingError, match=message) as caught:
+        train_lib.train(config, str(tmp_path))
+    assert "\n" not in str(caught.value)
+    assert not os.listdir(tmp_path)  # refused before anything was written

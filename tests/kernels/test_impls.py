@@ -227,8 +227,11 @@ def test_rejects_bad_options():
 
 @pytest.mark.parametrize("length", [1, 7, 33])
 @pytest.mark.parametrize("dtype", [F32, BF16])
-def test_selective_scan_hand_written_backward_matches_reference(length, dtype):
+@pytest.mark.parametrize("chunk_size", [64, 4])
+def test_selective_scan_hand_written_backward_matches_reference(length, dtype, chunk_size):
     """``sequential_vjp``: outputs, state and the gradients of every input (the state
-    included) from the adjoint reverse scan equal autodiff through the reference."""
-    fn = partial(PUBLIC["selective_scan"], impl="sequential_vjp")
+    included) from the adjoint reverse scan equal autodiff through the reference; with
+    chunk 4 the backward recomputes states chunk by chunk, and 7 and 33 steps are padded
+    to a whole number of chunks."""
+    fn = partial(PUBLIC["selective_scan"], impl="sequential_vjp", chunk_size=chunk_size)
     assert_matches_reference("selective_scan", fn, length, dtype=dtype)

@@ -1,4 +1,5 @@
-"""The chunked and Pallas selective scans do not keep a [B, L, D, N] tensor for backward.
+"""The chunked, Pallas and hand-written-backward (the CPU default) selective scans do not
+keep a [B, L, D, N] tensor for backward.
 
 XLA's compiled memory analysis (``temp_size_in_bytes``: scratch buffers, not counting
 arguments and outputs) of ``jit(grad(sum(selective_scan(...))))`` at B=1, L=2048,
@@ -54,3 +55,13 @@ def test_pallas_backward_memory_does_not_scale_with_bldn():
     temp = grad_temp_bytes(partial(selective_scan, impl="pallas", block_t=CHUNK))
     print(f"\npallas: temp {temp / 2**20:.2f} MiB; [B,L,D,N] f32 {_bldn_bytes() / 2**20:.0f} MiB")
     assert temp < 0.5 * _bldn_bytes()
+
+
+def test_sequential_vjp_backward_memory_does_not_scale_with_bldn():
+    """The CPU default keeps one state per chunk and recomputes the rest backward."""
+    scan = partial(selective_scan, impl="sequential_vjp", chunk_size=CHUNK)
+    temp = grad_temp_bytes(scan)
+    temp_double = grad_temp_bytes(scan, 2 * L)
+    print(f"\nsequential_vjp: temp {temp / 2**20:.2f} MiB")
+    assert temp < 0.5 * _bldn_bytes()
+    assert temp_double - temp < 0.5 * _bldn_bytes()

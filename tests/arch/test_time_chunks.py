@@ -1,0 +1,79 @@
+"""``arch.time_chunks``: logits and gradients chunk by chunk along time equal one call."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import arch
+from arch.registry import names
+from arch.time_chunks import apply_in_time_chunks, check_time_chunk
+
+VOCAB, LENGTH, CHUNK = 19, 24, 8
+
+
+def _lm(name, **options):
+    model = arch.build(name, vocab_size=VOCAB, d_model=16, n_layers=2, max_len=LENGTH, **options)
+    tokens = jax.random.randint(jax.random.key(0), (2, LENGTH), 0, VOCAB)
+    return model, model.init(jax.random.key(1), tokens), tokens
+
+
+def _rel_err(got, want):
+    return float(jnp.max(jnp.abs(got - want)) / (jnp.max(jnp.abs(want)) + 1e-6))
+
+
+@pytest.mark.parametrize("name", names(bench=True))
+def test_chunked_logits_and_gradients_equal_one_call(name):
+    """Three chunks through the recurrent state give the parallel call's logits and the
+    gradients of every parameter (S4 prefills by its recurrence, not the FFT: looser)."""
+    model, variables, tokens = _lm(name)
+    weights = jax.random.normal(jax.random.key(2), (2, LENGTH, VOCAB))
+
+    def loss(v, chunked):
+        if chunked:
+            logits = apply_in_time_chunks(model, v, tokens, CHUNK)
+        else:
+            logits = model.apply(v, tokens)
+        return jnp.sum(logits * weights), logits
+
+    fn = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+    (_, want), grads_want = fn(variables, False)
+    (_, got), grads_got = fn(variables, True)
+    tol = 1e-3 if name == "s4" else 1e-4
+    assert got.shape == want.shape == (2, LENGTH, VOCAB)
+    assert _rel_err(got, want) < tol
+    for g, w in zip(jax.tree.leaves(grads_got), jax.tree.leaves(grads_want), strict=True):
+        assert _rel_err(g, w) < tol
+
+
+def test_moe_statistics_are_averaged_over_the_chunks():
+    """Equal chunks: the mean of per-chunk expert fractions is the whole batch's."""
+    model, variables, tokens = _lm("moe_mamba")
+    collections = ["losses", "moe_stats"]
+    want, sown_want = model.apply(variables, tokens, mutable=collections)
+    got, sown_got = apply_in_time_chunks(model, variables, tokens, CHUNK, mutable=collections)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    stats_got, stats_want = sown_got["moe_stats"], sown_want["moe_stats"]
+    assert jax.tree.structure(stats_got) == jax.tree.structure(stats_want)
+    for g, w in zip(jax.tree.leaves(stats_got), jax.tree.leaves(stats_want), strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-6)
+    # The losses are per chunk: their mean, one scalar per layer, as in the whole call.
+    assert [x.shape for x in jax.tree.leaves(sown_got["losses"])] == [()] * 2
+
+
+def test_a_sequence_within_one_chunk_is_one_call():
+    model, variables, tokens = _lm("rwkv")
+    np.testing.assert_array_equal(
+        apply_in_time_chunks(model, variables, tokens, LENGTH), model.apply(variables, tokens)
+    )
+
+
+@pytest.mark.parametrize(
+    "chunk,message",
+    [(0, "positive int"), (-4, "positive int"), (2.0, "positive int"), (5, "divisor of 24")],
+)
+def test_bad_chunks_are_refused_with_the_fix(chunk, message):
+    with pytest.raises(ValueError, match=message):
+        check_time_chunk(chunk, LENGTH)
