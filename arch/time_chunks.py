@@ -36,20 +36,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 
-def check_time_chunk(chunk: int, length: int) -> None:
-    """A clear error for a chunk that is not a positive int dividing ``length`` (one at
-    least as long as the sequence is a single chunk)."""
+def check_time_chunk(chunk: int) -> None:
+    """A clear error for a chunk that is not a positive int."""
     if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
         raise ValueError(f"time_chunk={chunk!r} must be a positive int (e.g. 1024), or 0 for off")
-    if length > chunk and length % chunk:
-        raise ValueError(
-            f"time_chunk={chunk} does not divide the sequence length {length}; pick a "
-            f"divisor of {length} (e.g. {_largest_divisor(length, chunk)}) or 0 for off"
-        )
-
-
-def _largest_divisor(length: int, at_most: int) -> int:
-    return max(d for d in range(1, min(length, at_most) + 1) if length % d == 0)
 
 
 def apply_in_time_chunks(
@@ -62,27 +52,34 @@ def apply_in_time_chunks(
 ) -> Float[Array, "batch length vocab"] | tuple[Float[Array, "batch length vocab"], dict]:
     """The logits of ``model.apply(variables, tokens)`` from ``prefill`` over time chunks.
 
-    ``mutable``: collections the layers may sow into (e.g. ``("losses", "moe_stats")``);
-    when given, returns ``(logits, sown)`` as ``model.apply(..., mutable=...)`` does, each
-    sown value averaged over the chunks. A sequence no longer than ``chunk`` is one
-    plain ``model.apply``.
+    Whole chunks go through one ``lax.scan``; a length that ``chunk`` does not divide
+    ends with one shorter ``prefill``. A sequence no longer than ``chunk`` is one plain
+    ``model.apply``. ``mutable``: collections the layers may sow into (e.g. ``("losses",
+    "moe_stats")``); when given, returns ``(logits, sown)`` as ``model.apply(...,
+    mutable=...)`` does, each sown value averaged over the chunks, weighted by their
+    lengths.
     """
     batch, length = tokens.shape
-    check_time_chunk(chunk, length)
+    check_time_chunk(chunk)
     mutable = list(mutable)
     if length <= chunk:
         return model.apply(variables, tokens, mutable=mutable or False)
-    state = model.apply(variables, batch, method="init_state")
-    chunks = jnp.swapaxes(tokens.reshape(batch, length // chunk, chunk), 0, 1)
+    whole, rest = divmod(length, chunk)
 
-    def one_chunk(state, tokens_c):
-        (state, logits), sown = model.apply(
+    def prefill(state, tokens_c):
+        (new, logits), sown = model.apply(
             variables, state, tokens_c, method="prefill", mutable=mutable
         )
-        return state, (logits, sown)
+        # The carry keeps init_state's dtypes (bfloat16 activations must not leak in).
+        return jax.tree.map(lambda n, s: n.astype(s.dtype), new, state), (logits, sown)
 
-    _, (logits, sown) = jax.lax.scan(one_chunk, state, chunks)
-    logits = jnp.swapaxes(logits, 0, 1).reshape(batch, length, -1)
-    if not mutable:
-        return logits
-    return logits, jax.tree.map(lambda v: v.mean(0), sown)
+    state = model.apply(variables, batch, method="init_state")
+    chunks = jnp.swapaxes(tokens[:, : whole * chunk].reshape(batch, whole, chunk), 0, 1)
+    state, (logits, sown) = jax.lax.scan(prefill, state, chunks)
+    logits = jnp.swapaxes(logits, 0, 1).reshape(batch, whole * chunk, -1)
+    sown = jax.tree.map(lambda v: v.mean(0) * (whole * chunk / length), sown)
+    if rest:
+        _, (last, last_sown) = prefill(state, tokens[:, whole * chunk :])
+        logits = jnp.concatenate([logits, last], axis=1)
+        sown = jax.tree.map(lambda v, w: v + w * (rest / length), sown, last_sown)
+    return (logits, sown) if mutable else logits

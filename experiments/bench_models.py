@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from arch.time_chunks import apply_in_time_chunks
 from experiments import hardware, plots, tables
 from experiments.bench import time_call
 
@@ -78,8 +79,6 @@ def _constant_state(build: Callable[[int], Any], length: int) -> bool:
 def _compile_train_step(model, batch: int, length: int, time_chunk: int = 0):
     """The jitted Adam step at (batch, length), compiled; its args; its temp bytes.
     ``time_chunk``: the logits chunk by chunk along time (``arch.time_chunks``)."""
-    from arch.time_chunks import apply_in_time_chunks
-
     tokens = jnp.zeros((batch, length), jnp.int32)
     # jitted: op-by-op init compiles every op for every new length (seconds each)
     params = jax.jit(model.init)(jax.random.key(0), tokens)
@@ -123,8 +122,9 @@ def bench_train(
     ``time_chunk`` > 0: at lengths above it, an architecture whose recurrent state does
     not grow with the context is also timed with its logits computed chunk by chunk
     along time (``arch.time_chunks``; the same numbers), in the same run; the row keeps
-    the faster of the two, ``time_chunk`` says which (0: one call) and ``vs_one_call``
-    is its time over the one-call step's.
+    the faster of the two (its seconds and temp memory), ``time_chunk`` says which (0:
+    one call) and ``vs_one_call`` is its time over the one-call step's. A chunked step
+    that needs more than ``budget`` is compiled but not run.
 
     ``mfu`` = the step's model FLOPs (``arch.flops.train_flops``: 3 x the analytic
     forward count) per second over the float32 matmul rate measured at the start of the
@@ -156,12 +156,11 @@ def bench_train(
         one_call, used = seconds, 0
         build = functools.partial(_build, name, vocab, d_model, n_layers)
         if not too_big and time_chunk and length > time_chunk and _constant_state(build, length):
-            del compiled  # free the one-call step's buffers before compiling the other
             chunked, args, chunked_temp = _compile_train_step(model, fits, length, time_chunk)
             if chunked_temp is not None and chunked_temp > budget:  # e.g. S4's prefill
                 print(f"{name} at L={length} in time chunks: needs {chunked_temp / 2**30:.1f} GiB")
             elif (chunked_s := time_call(chunked, args, repeats)) < seconds:
-                seconds, used, temp = chunked_s, time_chunk, chunked_temp
+                seconds, used, temp = chunked_s, time_chunk, chunked_temp  # the row's step
         flops = train_flops(model, args[0], fits, length)
         mfu = flops / seconds / 1e9 / machine["matmul_gflops"]
         rows.append(

@@ -184,6 +184,9 @@ def cmd_bench(args, flags):
     )
     out = flags.out or os.path.join("runs", "bench", which)
     archs = flags.archs or bench_models.default_archs()
+    time_chunk = getattr(flags, "time_chunk", None) or 0
+    if which != "train" and time_chunk:
+        raise ValueError(f"--time_chunk is an option of bench train, not of bench {which}")
     shape = {  # the model's size: only what was given, else each benchmark's default
         k: _positive_ints([getattr(flags, k)], (), f"--{k}", k, "4")[0]
         for k in ("d_model", "n_layers", "batch")
@@ -197,9 +200,6 @@ def cmd_bench(args, flags):
         bench_scoring(flags.archs or DEFAULT_ARCHS, lengths, out, **shape)
         print(f"CSV and PNG in {out}/")
         return
-    time_chunk = getattr(flags, "time_chunk", None) or 0
-    if which != "train" and time_chunk:
-        raise ValueError(f"--time_chunk is an option of bench train, not of bench {which}")
     if which in ("kernels", "attention") and shape:
         raise ValueError(f"bench {which} has a fixed layout: drop --d_model/--n_layers/--batch")
     if which == "kernels":

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from arch.time_chunks import apply_in_time_chunks
 from experiments.tasks.base import TaskSpec
 
 HEAD_FOR_KIND = {"lm": "lm", "classify": "classify", "retrieval": "retrieval"}
@@ -71,8 +72,6 @@ def apply_model(
     ``time_chunk`` > 0 ("lm" only): the same logits computed chunk by chunk along time
     through the recurrent state (``arch.time_chunks``; no dropout there)."""
     if time_chunk:
-        from arch.time_chunks import apply_in_time_chunks
-
         return apply_in_time_chunks(model, {"params": params}, batch["inputs"], time_chunk)
     return model.apply({"params": params}, *model_inputs(batch, kind), train=train, rngs=rngs)
 
@@ -86,8 +85,6 @@ def apply_with_aux(model, params, batch, *, train=False, rngs=None, kind=None, t
     """
     collections = ["losses", "moe_stats"]
     if time_chunk:
-        from arch.time_chunks import apply_in_time_chunks
-
         logits, sown = apply_in_time_chunks(
             model, {"params": params}, batch["inputs"], time_chunk, mutable=collections
         )

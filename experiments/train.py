@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from arch.protocol import NoRecurrentFormError
 from experiments import checkpoint, logging_utils, models, optim, parallel, preemption, rundir
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -114,34 +115,44 @@ def _check_train_config(tc) -> None:
 
 def _check_time_chunk(config, model, spec) -> None:
     """``train.time_chunk`` needs a causal LM with a recurrent form, no dropout (``prefill``
-    is deterministic) and a chunk that divides the sequence length."""
+    is deterministic) and no MoE capacity (a capacity per chunk would drop other tokens
+    than one per batch: other numbers)."""
     chunk = config.train.time_chunk
     if not chunk:
         return
-    from arch.time_chunks import check_time_chunk
-    from arch.utils import state_size
-
     if spec.kind != "lm":
         raise TrainingError(
             f"train.time_chunk={chunk} applies to language models only; the task "
             f"{spec.name!r} is {spec.kind!r}: set train.time_chunk=0"
         )
-    dropouts = {k: v for k, v in config.model.items() if "dropout" in k and v}
+    found = {k: v for k, v in rundir.flatten(config.model.to_dict()).items() if v}
+    dropouts = {k: v for k, v in found.items() if k.rsplit(".", 1)[-1].endswith("dropout")}
     if dropouts:
         shown = ", ".join(f"model.{k}={v}" for k, v in dropouts.items())
         raise TrainingError(
             f"train.time_chunk={chunk} runs the model through its recurrent form, which "
             f"has no dropout; {shown}: set it to 0 or train.time_chunk=0"
         )
-    if state_size(model) is None:
+    capacity = {k: v for k, v in found.items() if k.endswith("capacity_factor")}
+    if capacity:
+        shown = ", ".join(f"model.{k}={v}" for k, v in capacity.items())
         raise TrainingError(
-            f"train.time_chunk={chunk} needs a model with a recurrent form (init_state "
-            f"and prefill); {config.arch!r} has none: set train.time_chunk=0"
+            f"train.time_chunk={chunk} would give each chunk its own MoE capacity and drop "
+            f"other tokens than whole sequences do; {shown}: set it to None or "
+            "train.time_chunk=0"
         )
     try:
-        check_time_chunk(chunk, spec.seq_len)
-    except ValueError as error:
-        raise TrainingError(f"train.{error}") from None
+        jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), 1, method="init_state"))
+    except NoRecurrentFormError as error:
+        raise TrainingError(
+            f"train.time_chunk={chunk} needs the model's recurrent form: {error}; set "
+            "train.time_chunk=0"
+        ) from None
+    except AttributeError:
+        raise TrainingError(
+            f"train.time_chunk={chunk} needs a model with init_state and prefill (the mixer "
+            "protocol, arch/protocol.py); set train.time_chunk=0"
+        ) from None
 
 
 # ---------------------------------------------------------------------------- loss

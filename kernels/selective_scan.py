@@ -171,7 +171,7 @@ def _sequential_vjp(u, delta, A, B, C, h0, *, chunk_size: int = 64):
     chunk = max(1, min(chunk_size, length))
     pad = -length % chunk
     if pad:
-        u, delta, B, C = (jnp.pad(x, ((0, 0), (0, pad), (0, 0))) for x in (u, delta, B, C))
+        u, delta, B, C = (chunking.pad_time(x, length + pad) for x in (u, delta, B, C))
     y, h_last = _scan_with_vjp(u, delta, A, B, C, h0, chunk)
     return y[:, :length], h_last
 

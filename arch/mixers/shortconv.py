@@ -18,4 +18,6 @@ def causal_conv(state, x, weight, bias=None):
     out = sum(padded[:, i : i + length] * weight[i] for i in range(width))
     if bias is not None:
         out = out + bias
-    return padded[:, padded.shape[1] - (width - 1) :], out
+    # The state keeps its own dtype (float32 from init_state) under bfloat16 inputs, so
+    # prefill's state has init_state's types (a lax.scan over chunks needs that).
+    return padded[:, padded.shape[1] - (width - 1) :].astype(state.dtype), out

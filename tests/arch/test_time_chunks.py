@@ -48,12 +48,14 @@ def test_chunked_logits_and_gradients_equal_one_call(name):
         assert _rel_err(g, w) < tol
 
 
-def test_moe_statistics_are_averaged_over_the_chunks():
-    """Equal chunks: the mean of per-chunk expert fractions is the whole batch's."""
+@pytest.mark.parametrize("chunk", [CHUNK, 10])
+def test_moe_statistics_are_averaged_over_the_chunks(chunk):
+    """The mean of per-chunk expert fractions, weighted by the chunks' lengths (10 leaves
+    a last chunk of 4), is the whole batch's."""
     model, variables, tokens = _lm("moe_mamba")
     collections = ["losses", "moe_stats"]
     want, sown_want = model.apply(variables, tokens, mutable=collections)
-    got, sown_got = apply_in_time_chunks(model, variables, tokens, CHUNK, mutable=collections)
+    got, sown_got = apply_in_time_chunks(model, variables, tokens, chunk, mutable=collections)
     np.testing.assert_allclose(got, want, atol=1e-5)
     stats_got, stats_want = sown_got["moe_stats"], sown_want["moe_stats"]
     assert jax.tree.structure(stats_got) == jax.tree.structure(stats_want)
@@ -63,17 +65,45 @@ def test_moe_statistics_are_averaged_over_the_chunks():
     assert [x.shape for x in jax.tree.leaves(sown_got["losses"])] == [()] * 2
 
 
-def test_a_sequence_within_one_chunk_is_one_call():
-    model, variables, tokens = _lm("rwkv")
-    np.testing.assert_array_equal(
-        apply_in_time_chunks(model, variables, tokens, LENGTH), model.apply(variables, tokens)
-    )
+@pytest.mark.parametrize("name", ["mamba", "rwkv6", "hawk"])
+def test_a_ragged_last_chunk_gives_the_same_logits_and_gradients(name):
+    """24 tokens in chunks of 10: two through the scan, then one prefill of 4."""
+    model, variables, tokens = _lm(name)
+
+    def loss(v, chunk):
+        logits = apply_in_time_chunks(model, v, tokens, chunk) if chunk else model.apply(v, tokens)
+        return jnp.sum(jnp.tanh(logits))
+
+    for got, want in zip(
+        jax.tree.leaves(jax.value_and_grad(loss)(variables, 10)),
+        jax.tree.leaves(jax.value_and_grad(loss)(variables, 0)),
+        strict=True,
+    ):
+        assert _rel_err(got, want) < 1e-4
 
 
-@pytest.mark.parametrize(
-    "chunk,message",
-    [(0, "positive int"), (-4, "positive int"), (2.0, "positive int"), (5, "divisor of 24")],
-)
-def test_bad_chunks_are_refused_with_the_fix(chunk, message):
-    with pytest.raises(ValueError, match=message):
-        check_time_chunk(chunk, LENGTH)
+@pytest.mark.parametrize("name", ["mamba", "mamba2", "hawk", "rwkv"])
+def test_bfloat16_parameters_keep_the_state_types(name):
+    """Under bfloat16 parameters the state keeps init_state's dtypes from chunk to chunk
+    (Mamba's conv state used to come back in bfloat16), and the logits match one call."""
+    model, variables, tokens = _lm(name)
+    variables = jax.tree.map(lambda x: x.astype(jnp.bfloat16), variables)
+    got = apply_in_time_chunks(model, variables, tokens, CHUNK)
+    want = model.apply(variables, tokens)
+    assert got.dtype == want.dtype
+    assert _rel_err(got.astype(jnp.float32), want.astype(jnp.float32)) < 5e-2
+
+
+def test_a_sequence_within_one_chunk_returns_what_apply_returns():
+    """Shorter than a chunk: logits alone, or (logits, sown) with ``mutable``."""
+    model, variables, tokens = _lm("moe_mamba")
+    logits = apply_in_time_chunks(model, variables, tokens, 2 * LENGTH)
+    assert logits.shape == (2, LENGTH, VOCAB)
+    logits, sown = apply_in_time_chunks(model, variables, tokens, 2 * LENGTH, mutable=["moe_stats"])
+    assert logits.shape == (2, LENGTH, VOCAB) and set(sown) == {"moe_stats"}
+
+
+@pytest.mark.parametrize("chunk", [0, -4, 2.0, True])
+def test_bad_chunks_are_refused_with_the_fix(chunk):
+    with pytest.raises(ValueError, match="must be a positive int"):
+        check_time_chunk(chunk)

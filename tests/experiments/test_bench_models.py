@@ -88,10 +88,18 @@ def test_throughput_benchmark_counts_tokens_per_step(tmp_path):
     assert os.path.getsize(tmp_path / "throughput_bench.png") > 0
 
 
-def test_train_benchmark_times_time_chunks_only_where_the_state_is_constant(tmp_path):
+def test_train_benchmark_times_time_chunks_only_where_the_state_is_constant(tmp_path, monkeypatch):
     """``time_chunk``: the recurrent arch is timed both ways above the chunk (the row keeps
     the faster and says so); the Transformer, whose KV cache grows, and the length within
     one chunk are not."""
+    compiled = []
+    compile_step = bench_models._compile_train_step
+
+    def spy(model, batch, length, time_chunk=0):
+        compiled.append((length, time_chunk))
+        return compile_step(model, batch, length, time_chunk)
+
+    monkeypatch.setattr(bench_models, "_compile_train_step", spy)
     rows = bench_models.bench_train(
         ["rwkv", "transformer"], [8, 32], str(tmp_path), d_model=8, n_layers=1, repeats=1,
         time_chunk=8,
@@ -105,5 +113,7 @@ def test_train_benchmark_times_time_chunks_only_where_the_state_is_constant(tmp_
     rwkv = by[("rwkv", 32)]
     assert rwkv["time_chunk"] in (0, 8)
     assert (rwkv["vs_one_call"] < 1) == (rwkv["time_chunk"] == 8)
+    # rwkv at 8 and 32, then at 32 in chunks of 8; the transformer at 8 and 32 only
+    assert compiled == [(8, 0), (32, 0), (32, 8), (8, 0), (32, 0)]
     with open(tmp_path / "train_bench.csv") as f:
         assert {"time_chunk", "vs_one_call"} <= set(next(csv.DictReader(f)))

@@ -350,9 +350,18 @@ def test_a_task_whose_test_split_is_its_validation_split_is_evaluated_once(tmp_p
     assert best["test_accuracy"] == best["eval_accuracy"]
 
 
-def test_time_chunked_training_matches_one_call(tmp_path):
-    """``train.time_chunk``: the same losses as training on whole sequences."""
+def test_time_chunked_training_matches_one_call(tmp_path, monkeypatch):
+    """``train.time_chunk``: the same losses as training on whole sequences, and the
+    train and eval steps do go through the chunks (traced once each)."""
     _registry_or_skip()
+    from arch import time_chunks
+
+    calls = []
+    chunked = time_chunks.apply_in_time_chunks
+    monkeypatch.setattr(
+        time_chunks, "apply_in_time_chunks", lambda *a, **k: calls.append(a[3]) or chunked(*a, **k)
+    )
+    monkeypatch.setattr(train_lib.models, "apply_in_time_chunks", time_chunks.apply_in_time_chunks)
     losses = {}
     for chunk in (0, 4):
         config = tiny_mamba_mqar(**{"train.time_chunk": chunk})
@@ -363,6 +372,7 @@ def test_time_chunked_training_matches_one_call(tmp_path):
             for key in ("loss", "eval_loss")
             if key in m
         ]
+    assert calls and set(calls) == {4}
     assert len(losses[4]) >= 4
     steps, values = zip(*losses[4], strict=True)
     assert steps == tuple(s for s, _ in losses[0])
@@ -373,7 +383,14 @@ def test_time_chunked_training_matches_one_call(tmp_path):
     "overrides,message",
     [
         ({"model.dropout": 0.1}, "model.dropout=0.1"),
-        ({"train.time_chunk": 5}, "divisor of 16"),
+        (
+            {"arch": "transformer", "model.channel_options": {"dropout": 0.2}},
+            "model.channel_options.dropout=0.2",
+        ),
+        (
+            {"arch": "moe_mamba", "model.channel_options": {"capacity_factor": 1.0}},
+            "its own MoE capacity",
+        ),
         ({"arch": "s4d", "model.bidirectional": True}, "recurrent form|causal"),
         ({"train.time_chunk": -1}, "int >= 0"),
     ],
@@ -385,3 +402,15 @@ def test_time_chunk_refusals_name_the_fix(tmp_path, overrides, message):
         train_lib.train(config, str(tmp_path))
     assert "\n" not in str(caught.value)
     assert not os.listdir(tmp_path)  # refused before anything was written
+
+
+def test_time_chunk_refuses_a_classification_task(tmp_path):
+    config = tiny_config(**{"train.time_chunk": 4})
+    with pytest.raises(train_lib.TrainingError, match="language models only") as caught:
+        train_lib.train(
+            config,
+            str(tmp_path),
+            model=TinyModel("classify", True),
+            task=TinyTask("classify", True),
+        )
+    assert "\n" not in str(caught.value)
