@@ -18,8 +18,8 @@ It can pay only where ``prefill`` is the same computation as the parallel call: 
 recurrent mixers whose state does not grow with the context. S4 and S4D train by an FFT
 convolution but prefill by a scan, and the Transformer's prefill attends to a
 ``max_len`` KV cache. ``run.py bench train --time_chunk N`` times each architecture both
-ways and keeps the faster: at 16K chunks won for Mamba, Mamba-2, RWKV-6 and Hawk, at 4K
-for none.
+ways and keeps the faster: at 16K chunks won for Mamba (0.83x one call) and Mamba-2
+(0.70x), and within the noise for RWKV-6, S5 and MoE-Mamba; at 4K for none.
 
 Layers that sow into mutable collections (MoE's auxiliary losses and statistics) sow once
 per chunk; their values are averaged over the chunks, so a load-balancing loss is the

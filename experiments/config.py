@@ -65,7 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.compute_dtype = "float32"  # "float32" or "bfloat16" (params stay float32)
     # Language models with a recurrent form: > 0 computes the logits chunk by chunk along
     # time through the state (arch/time_chunks.py; the same numbers, a chunk-sized working
-    # set; on CPU it won at 16K for Mamba, Mamba-2, RWKV-6 and Hawk: docs/benchmarks.md,
+    # set; on CPU 0.70-0.83x the step at 16K for Mamba-2 and Mamba: docs/benchmarks.md,
     # `run.py bench train --time_chunk N` measures it). No dropout. 0: one parallel call.
     config.train.time_chunk = 0
     config.train.log_every = 50  # steps between metric lines
