@@ -187,6 +187,8 @@ def cmd_bench(args, flags):
     time_chunk = getattr(flags, "time_chunk", None) or 0
     if which != "train" and time_chunk:
         raise ValueError(f"--time_chunk is an option of bench train, not of bench {which}")
+    if time_chunk < 0:
+        raise ValueError(f"--time_chunk {time_chunk}: give a positive chunk length, or 0 (off)")
     shape = {  # the model's size: only what was given, else each benchmark's default
         k: _positive_ints([getattr(flags, k)], (), f"--{k}", k, "4")[0]
         for k in ("d_model", "n_layers", "batch")
@@ -207,8 +209,6 @@ def cmd_bench(args, flags):
     elif which == "attention":
         bench.bench_attention(lengths, out)
     elif which == "train":
-        if time_chunk < 0:
-            raise ValueError(f"--time_chunk {time_chunk}: give a positive chunk length, or 0 (off)")
         bench_models.bench_train(archs, lengths, out, time_chunk=time_chunk, **shape)
     elif which == "generate":
         bench_models.bench_generate(archs, lengths, out, **shape)

@@ -141,17 +141,17 @@ def _check_time_chunk(config, model, spec) -> None:
             f"other tokens than whole sequences do; {shown}: set it to None or "
             "train.time_chunk=0"
         )
+    if not (hasattr(model, "init_state") and hasattr(model, "prefill")):
+        raise TrainingError(
+            f"train.time_chunk={chunk} needs a model with init_state and prefill (the mixer "
+            "protocol, arch/protocol.py); set train.time_chunk=0"
+        )
     try:
         jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), 1, method="init_state"))
     except NoRecurrentFormError as error:
         raise TrainingError(
             f"train.time_chunk={chunk} needs the model's recurrent form: {error}; set "
             "train.time_chunk=0"
-        ) from None
-    except AttributeError:
-        raise TrainingError(
-            f"train.time_chunk={chunk} needs a model with init_state and prefill (the mixer "
-            "protocol, arch/protocol.py); set train.time_chunk=0"
         ) from None
 
 

@@ -82,10 +82,24 @@ def test_a_ragged_last_chunk_gives_the_same_logits_and_gradients(name):
         assert _rel_err(got, want) < 1e-4
 
 
+@pytest.mark.parametrize("name", names(bench=True))
+def test_prefill_keeps_the_state_types_under_bfloat16(name):
+    """The chunks' scan carries the state, so prefill must return init_state's dtypes
+    (Mamba's, Mamba-2's and Hawk's conv state used to come back in bfloat16)."""
+    model = arch.build(name, vocab_size=VOCAB, d_model=16, n_layers=2, max_len=LENGTH)
+    tokens = jax.ShapeDtypeStruct((2, CHUNK), jnp.int32)
+    variables = jax.eval_shape(model.init, jax.random.key(1), tokens)
+    variables = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.bfloat16), variables)
+    state = jax.eval_shape(lambda v: model.apply(v, 2, method="init_state"), variables)
+    after, _ = jax.eval_shape(
+        lambda v, s, t: model.apply(v, s, t, method="prefill"), variables, state, tokens
+    )
+    assert jax.tree.map(lambda x: x.dtype, after) == jax.tree.map(lambda x: x.dtype, state)
+
+
 @pytest.mark.parametrize("name", ["mamba", "mamba2", "hawk", "rwkv"])
-def test_bfloat16_parameters_keep_the_state_types(name):
-    """Under bfloat16 parameters the state keeps init_state's dtypes from chunk to chunk
-    (Mamba's conv state used to come back in bfloat16), and the logits match one call."""
+def test_bfloat16_parameters_give_the_one_call_logits(name):
+    """Under bfloat16 parameters the chunked logits match one call's."""
     model, variables, tokens = _lm(name)
     variables = jax.tree.map(lambda x: x.astype(jnp.bfloat16), variables)
     got = apply_in_time_chunks(model, variables, tokens, CHUNK)

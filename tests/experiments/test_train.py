@@ -414,3 +414,10 @@ def test_time_chunk_refuses_a_classification_task(tmp_path):
             task=TinyTask("classify", True),
         )
     assert "\n" not in str(caught.value)
+
+
+def test_time_chunk_refuses_a_model_without_the_mixer_protocol(tmp_path):
+    config = tiny_config(**{"train.time_chunk": 4})
+    with pytest.raises(train_lib.TrainingError, match="needs a model with init_state"):
+        train_lib.train(config, str(tmp_path), model=TinyModel("lm"), task=TinyTask("lm"))
+    assert not os.listdir(tmp_path)
