@@ -50,8 +50,8 @@ flags.DEFINE_list("batches", None, "Batch sizes for `bench throughput` (default 
 flags.DEFINE_integer("batch", None, "Batch size for `bench train|generate` (default 1).")
 flags.DEFINE_integer("d_model", None, "Model width for `bench train|generate|throughput`.")
 flags.DEFINE_integer("n_layers", None, "Layers for `bench train|generate|throughput`.")
-flags.DEFINE_integer(
-    "time_chunk", None, "`bench train`: also time chunks of this many tokens along time."
+flags.DEFINE_list(
+    "time_chunk", None, "`bench train`: also time chunks of these many tokens along time."
 )
 flags.DEFINE_string("corpus", None, "Text for `data lm`: a file, a directory, JSONL or tfds:NAME.")
 flags.DEFINE_string(

@@ -12,14 +12,24 @@ memory once they do not. Measured on the 2-core development CPU (docs/benchmarks
 the gradient of Mamba's input projection plus a tanh costs 10 us per token at 1,024
 tokens and 25 us at 16,384, and Mamba's 16K-token training step (batch 1) took 8.7 s in
 one call and 6.6 s in chunks of 1,024. Chunks keep each layer's working set
-cache-sized; the saved activations are the same (the backward pass needs all of them).
+cache-sized.
+
+``recompute`` (the rematerialisation of each chunk, ``jax.checkpoint``) decides what the
+backward pass reads back from memory. ``"none"`` saves every activation the backward
+needs, as one call does. ``"dots"`` (the default) saves only the matmul outputs and
+recomputes the element-wise work of the chunk in its backward, while the chunk's tensors
+are in the cache again; ``"all"`` saves only the state entering each chunk. Measured on
+that CPU (docs/benchmarks.md): out of the cache an element-wise pass over float32 runs
+at about 7 GB/s against 40 in it, so recomputing is cheaper than reading the result
+back. Hawk's 16K step at batch 2: 6.4 GiB and 207 us per token in one call, 1.6 GiB and
+143 us in chunks of 1,024 with ``"dots"`` (``"all"``: 0.4 GiB, 156 us). Recomputed
+FLOPs are not model FLOPs: MFU counts only the time they save.
 
 It can pay only where ``prefill`` is the same computation as the parallel call: the
 recurrent mixers whose state does not grow with the context. S4 and S4D train by an FFT
 convolution but prefill by a scan, and the Transformer's prefill attends to a
-``max_len`` KV cache. ``run.py bench train --time_chunk N`` times each architecture both
-ways and keeps the faster: at 16K chunks won for Mamba (0.83x one call) and Mamba-2
-(0.70x), and within the noise for RWKV-6, S5 and MoE-Mamba; at 4K for none.
+``max_len`` KV cache. ``run.py bench train --time_chunk N,M`` times each architecture
+both ways (and each chunk length) and keeps the fastest.
 
 Layers that sow into mutable collections (MoE's auxiliary losses and statistics) sow once
 per chunk; their values are averaged over the chunks, so a load-balancing loss is the
@@ -36,10 +46,34 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 
+def _real_dots_saveable(prim, *avals, **params) -> bool:
+    """JAX's ``dots_with_no_batch_dims_saveable`` for real products only. A complex one
+    (S5's) is recomputed: JAX's remat puts a ``reduce_precision`` on every saved
+    residual, which refuses complex dtypes (jax 0.10, ``_insert_reduce_precision`` in
+    jax/_src/ad_checkpoint.py)."""
+    if any(jnp.issubdtype(getattr(a, "dtype", None), jnp.complexfloating) for a in avals):
+        return False
+    return jax.checkpoint_policies.dots_with_no_batch_dims_saveable(prim, *avals, **params)
+
+
+# What each chunk's forward keeps for the backward (None: everything, no jax.checkpoint).
+RECOMPUTE = {
+    "none": None,
+    "dots": _real_dots_saveable,
+    "all": jax.checkpoint_policies.nothing_saveable,
+}
+
+
 def check_time_chunk(chunk: int) -> None:
     """A clear error for a chunk that is not a positive int."""
     if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
         raise ValueError(f"time_chunk={chunk!r} must be a positive int (e.g. 1024), or 0 for off")
+
+
+def check_recompute(recompute: str) -> None:
+    """A clear error for a recompute policy that is not in ``RECOMPUTE``."""
+    if recompute not in RECOMPUTE:
+        raise ValueError(f"recompute={recompute!r} is not one of {sorted(RECOMPUTE)}")
 
 
 def apply_in_time_chunks(
@@ -49,6 +83,7 @@ def apply_in_time_chunks(
     chunk: int,
     *,
     mutable: Sequence[str] = (),
+    recompute: str = "dots",
 ) -> Float[Array, "batch length vocab"] | tuple[Float[Array, "batch length vocab"], dict]:
     """The logits of ``model.apply(variables, tokens)`` from ``prefill`` over time chunks.
 
@@ -57,10 +92,12 @@ def apply_in_time_chunks(
     ``model.apply``. ``mutable``: collections the layers may sow into (e.g. ``("losses",
     "moe_stats")``); when given, returns ``(logits, sown)`` as ``model.apply(...,
     mutable=...)`` does, each sown value averaged over the chunks, weighted by their
-    lengths.
+    lengths. ``recompute``: what each chunk saves for the backward (``RECOMPUTE``; see
+    the module docstring); the numbers are the same.
     """
     batch, length = tokens.shape
     check_time_chunk(chunk)
+    check_recompute(recompute)
     mutable = list(mutable)
     if length <= chunk:
         return model.apply(variables, tokens, mutable=mutable or False)
@@ -74,13 +111,19 @@ def apply_in_time_chunks(
         )
         return state, (logits, sown)
 
+    scanned = last = prefill
+    if (policy := RECOMPUTE[recompute]) is not None:
+        # Inside a scan, CSE cannot merge the recomputation with the forward (JAX's docs).
+        scanned = jax.checkpoint(prefill, policy=policy, prevent_cse=False)
+        last = jax.checkpoint(prefill, policy=policy)
+
     state = model.apply(variables, batch, method="init_state")
     chunks = jnp.swapaxes(tokens[:, : whole * chunk].reshape(batch, whole, chunk), 0, 1)
-    state, (logits, sown) = jax.lax.scan(prefill, state, chunks)
+    state, (logits, sown) = jax.lax.scan(scanned, state, chunks)
     logits = jnp.swapaxes(logits, 0, 1).reshape(batch, whole * chunk, -1)
     sown = jax.tree.map(lambda v: v.mean(0) * (whole * chunk / length), sown)
     if rest:
-        _, (last, last_sown) = prefill(state, tokens[:, whole * chunk :])
-        logits = jnp.concatenate([logits, last], axis=1)
-        sown = jax.tree.map(lambda v, w: v + w * (rest / length), sown, last_sown)
+        _, (end, end_sown) = last(state, tokens[:, whole * chunk :])
+        logits = jnp.concatenate([logits, end], axis=1)
+        sown = jax.tree.map(lambda v, w: v + w * (rest / length), sown, end_sown)
     return (logits, sown) if mutable else logits

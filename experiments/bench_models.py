@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from arch.time_chunks import apply_in_time_chunks
+from arch.time_chunks import apply_in_time_chunks, check_time_chunk
 from experiments import hardware, plots, tables
 from experiments.bench import time_call
 
@@ -114,17 +114,20 @@ def bench_train(
     vocab: int = 256,
     repeats: int = 3,
     budget: int | None = None,
-    time_chunk: int = 0,
+    time_chunk: int | Sequence[int] = (),
 ) -> list[dict]:
     """Seconds per training step (forward + backward + Adam), model-FLOPs utilisation
     and compiled temp memory.
 
-    ``time_chunk`` > 0: at lengths above it, an architecture whose recurrent state does
-    not grow with the context is also timed with its logits computed chunk by chunk
-    along time (``arch.time_chunks``; the same numbers), in the same run; the row keeps
-    the faster of the two (its seconds and temp memory), ``time_chunk`` says which (0:
-    one call) and ``vs_one_call`` is its time over the one-call step's. A chunked step
-    that needs more than ``budget`` is compiled but not run.
+    ``time_chunk``: chunk lengths (an int: one). At each length above a chunk, an
+    architecture whose recurrent state does not grow with the context is also timed
+    with its logits computed chunk by chunk along time (``arch.time_chunks``, each
+    chunk's element-wise work recomputed in the backward; the same numbers), in the
+    same run and at the same batch; the row keeps the fastest (its seconds and temp
+    memory), ``time_chunk`` says which (0: one call) and ``vs_one_call`` is its time
+    over the one-call step's. A chunked step that needs more than ``budget`` is compiled
+    but not run. A one-call step that does not fit is not run either, but its chunked
+    steps are, at the batch asked for: they keep only the matmul outputs.
 
     ``mfu`` = the step's model FLOPs (``arch.flops.train_flops``: 3 x the analytic
     forward count) per second over the float32 matmul rate measured at the start of the
@@ -137,30 +140,35 @@ def bench_train(
     """
     from arch.flops import train_flops
 
+    chunks = sorted({time_chunk} - {0} if isinstance(time_chunk, int) else set(time_chunk))
+    for chunk in chunks:
+        check_time_chunk(chunk)
     budget = memory_budget() if budget is None else budget
     machine = hardware.measure()
     rows = []
 
     def measure(name: str, length: int, want: int, shrink: bool = True) -> dict:
         model = _build(name, vocab, d_model, n_layers, max_len=length)
-        fits = want  # halve the batch until the step fits (the row says which batch ran)
+        build = functools.partial(_build, name, vocab, d_model, n_layers)
+        usable = [c for c in chunks if c < length]
+        usable = usable if usable and _constant_state(build, length) else []
+        fits = want  # halve the batch until a step fits (the row says which batch ran)
         while True:
-            compiled, args, temp = _compile_train_step(model, fits, length)
-            if not shrink or temp is None or temp <= budget or fits == 1:
+            steps = {0: _compile_train_step(model, fits, length)}
+            steps.update({c: _compile_train_step(model, fits, length, c) for c in usable})
+            fitting = {c: s for c, s in steps.items() if s[2] is None or s[2] <= budget}
+            if fitting or not shrink or fits == 1:
                 break
             fits //= 2
-        too_big = temp is not None and temp > budget
-        if too_big:
-            print(f"{name} at L={length}: needs {temp / 2**30:.1f} GiB > budget, not run")
-        seconds = math.nan if too_big else time_call(compiled, args, repeats)
-        one_call, used = seconds, 0
-        build = functools.partial(_build, name, vocab, d_model, n_layers)
-        if not too_big and time_chunk and length > time_chunk and _constant_state(build, length):
-            chunked, args, chunked_temp = _compile_train_step(model, fits, length, time_chunk)
-            if chunked_temp is not None and chunked_temp > budget:  # e.g. S4's prefill
-                print(f"{name} at L={length} in time chunks: needs {chunked_temp / 2**30:.1f} GiB")
-            elif (chunked_s := time_call(chunked, args, repeats)) < seconds:
-                seconds, used, temp = chunked_s, time_chunk, chunked_temp  # the row's step
+        for c, (_, _, temp) in steps.items():
+            if c not in fitting:
+                how = f" in time chunks of {c}" if c else ""
+                print(f"{name} at L={length}{how}: needs {temp / 2**30:.1f} GiB > budget, not run")
+        timed = {c: time_call(step, args, repeats) for c, (step, args, _) in fitting.items()}
+        used = min(timed, key=timed.get) if timed else 0
+        seconds = timed.get(used, math.nan)
+        one_call = timed.get(0, math.nan)
+        _, args, temp = steps[used]
         flops = train_flops(model, args[0], fits, length)
         mfu = flops / seconds / 1e9 / machine["matmul_gflops"]
         rows.append(
@@ -174,10 +182,11 @@ def bench_train(
                 "mfu": mfu,
                 "temp_mib": None if temp is None else temp / 2**20,
                 "time_chunk": used,
-                "vs_one_call": seconds / one_call,
+                "vs_one_call": seconds / one_call,  # NaN: the one-call step did not fit
             }
         )
-        how = f", time chunks of {used} ({seconds / one_call:.2f}x one call)" if used else ""
+        how = f", time chunks of {used}" if used else ""
+        how += f" ({seconds / one_call:.2f}x one call)" if used and math.isfinite(one_call) else ""
         print(f"{name} L={length} batch {fits}: {seconds:.4g} s, MFU {mfu:.1%}{how}", flush=True)
         return rows[-1]
 
@@ -193,9 +202,9 @@ def bench_train(
     _add_growth(rows)
     columns = ("arch", "length", "batch", "seconds", "tokens_per_s", "growth")
     columns += ("model_gflop", "mfu", "temp_mib")
-    columns += ("time_chunk", "vs_one_call") if time_chunk else ()
+    columns += ("time_chunk", "vs_one_call") if chunks else ()
     _write(rows, columns, out_dir, "train_bench", "seconds per train step", "length")
-    shape = {"batch": batch, "d_model": d_model, "n_layers": n_layers, "time_chunk": time_chunk}
+    shape = {"batch": batch, "d_model": d_model, "n_layers": n_layers, "time_chunks": chunks}
     _write_machine(machine, out_dir, **shape)
     _plot(rows, "length", "temp_mib", "compiled temp memory (MiB)", out_dir, "train_memory")
     _plot_mfu(rows, batch, os.path.join(out_dir, "train_mfu.png"))

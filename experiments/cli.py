@@ -184,11 +184,11 @@ def cmd_bench(args, flags):
     )
     out = flags.out or os.path.join("runs", "bench", which)
     archs = flags.archs or bench_models.default_archs()
-    time_chunk = getattr(flags, "time_chunk", None) or 0
+    time_chunk = getattr(flags, "time_chunk", None) or []
     if which != "train" and time_chunk:
         raise ValueError(f"--time_chunk is an option of bench train, not of bench {which}")
-    if time_chunk < 0:
-        raise ValueError(f"--time_chunk {time_chunk}: give a positive chunk length, or 0 (off)")
+    if time_chunk:
+        time_chunk = _positive_ints(time_chunk, (), "--time_chunk", "chunk length", "128,512")
     shape = {  # the model's size: only what was given, else each benchmark's default
         k: _positive_ints([getattr(flags, k)], (), f"--{k}", k, "4")[0]
         for k in ("d_model", "n_layers", "batch")

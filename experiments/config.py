@@ -65,9 +65,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.compute_dtype = "float32"  # "float32" or "bfloat16" (params stay float32)
     # Language models with a recurrent form: > 0 computes the logits chunk by chunk along
     # time through the state (arch/time_chunks.py; the same numbers, a chunk-sized working
-    # set; on CPU 0.70-0.83x the step at 16K for Mamba-2 and Mamba: docs/benchmarks.md,
-    # `run.py bench train --time_chunk N` measures it). No dropout. 0: one parallel call.
+    # set, faster on CPU: docs/benchmarks.md; `run.py bench train --time_chunk 128,512`
+    # measures it). No dropout. 0: one parallel call.
     config.train.time_chunk = 0
+    # What each time chunk keeps for the backward: "dots" (the matmul outputs; the rest
+    # is recomputed while the chunk is in the cache), "none" (everything), "all" (only
+    # the state entering the chunk). The same numbers either way.
+    config.train.time_chunk_recompute = "dots"
     config.train.log_every = 50  # steps between metric lines
     config.train.eval_every = 500  # steps between evaluations (and at the end)
     config.train.eval_steps = config_dict.placeholder(int)  # None: the task's eval_steps

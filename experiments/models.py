@@ -76,17 +76,25 @@ def apply_model(
     return model.apply({"params": params}, *model_inputs(batch, kind), train=train, rngs=rngs)
 
 
-def apply_with_aux(model, params, batch, *, train=False, rngs=None, kind=None, time_chunk=0):
+def apply_with_aux(
+    model, params, batch, *, train=False, rngs=None, kind=None, time_chunk=0, recompute="dots"
+):
     """(logits, the sum of the losses the layers sowed, the sown statistics).
 
     Layers add auxiliary losses to the ``"losses"`` collection (the MoE load-balancing
     and router z-losses, already weighted) and diagnostics to ``"moe_stats"``. With
-    ``time_chunk`` (see ``apply_model``) each is the mean over the chunks.
+    ``time_chunk`` (see ``apply_model``) each is the mean over the chunks, and
+    ``recompute`` says what each chunk keeps for the backward (``arch.time_chunks``).
     """
     collections = ["losses", "moe_stats"]
     if time_chunk:
         logits, sown = apply_in_time_chunks(
-            model, {"params": params}, batch["inputs"], time_chunk, mutable=collections
+            model,
+            {"params": params},
+            batch["inputs"],
+            time_chunk,
+            mutable=collections,
+            recompute=recompute,
         )
     else:
         logits, sown = model.apply(

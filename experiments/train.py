@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from arch.protocol import NoRecurrentFormError
+from arch.time_chunks import RECOMPUTE
 from experiments import checkpoint, logging_utils, models, optim, parallel, preemption, rundir
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -111,6 +112,11 @@ def _check_train_config(tc) -> None:
         raise TrainingError(f"train.eval_steps={tc.eval_steps} must be at least 1 (or None)")
     if not isinstance(tc.time_chunk, int) or tc.time_chunk < 0:
         raise TrainingError(f"train.time_chunk={tc.time_chunk!r} must be an int >= 0 (0: off)")
+    if tc.time_chunk_recompute not in RECOMPUTE:
+        raise TrainingError(
+            f"train.time_chunk_recompute={tc.time_chunk_recompute!r} is not one of "
+            f"{sorted(RECOMPUTE)} (what each time chunk keeps for the backward)"
+        )
 
 
 def _check_time_chunk(config, model, spec) -> None:
@@ -232,6 +238,7 @@ def make_train_step(model, tx, kind: str, train_cfg):
                 rngs={"dropout": dropout},
                 kind=kind,
                 time_chunk=train_cfg.time_chunk,
+                recompute=train_cfg.time_chunk_recompute,
             )
             ce, correct, weight = weighted_sums(logits, batch, kind)
             weight = jnp.maximum(weight, 1e-9)

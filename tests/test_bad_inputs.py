@@ -139,11 +139,15 @@ def test_bench_lengths_must_be_positive():
     flags.d_model, flags.batch = None, 4
     message = "takes --batches .a list., not --batch"
     _raises(ValueError, message, cli.cmd_bench, ["throughput"], flags)
-    flags.batch, flags.time_chunk = None, 1024
+    flags.batch, flags.time_chunk = None, ["1024"]
     message = "--time_chunk is an option of bench train, not of bench generate"
     _raises(ValueError, message, cli.cmd_bench, ["generate"], flags)
-    flags.time_chunk = -8
-    _raises(ValueError, "--time_chunk -8: give a positive", cli.cmd_bench, ["train"], flags)
+    flags.time_chunk = ["128", "-8"]
+    message = "--time_chunk .128, -8.: every chunk length must be a positive integer"
+    _raises(ValueError, message, cli.cmd_bench, ["train"], flags)
+    flags.time_chunk = ["128x"]
+    message = "--time_chunk 128x: give integers, e.g. 128,512"
+    _raises(ValueError, message, cli.cmd_bench, ["train"], flags)
 
 
 def test_corrupt_listops_row_names_file_and_line(tmp_path):

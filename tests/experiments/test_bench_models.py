@@ -89,9 +89,9 @@ def test_throughput_benchmark_counts_tokens_per_step(tmp_path):
 
 
 def test_train_benchmark_times_time_chunks_only_where_the_state_is_constant(tmp_path, monkeypatch):
-    """``time_chunk``: the recurrent arch is timed both ways above the chunk (the row keeps
-    the faster and says so); the Transformer, whose KV cache grows, and the length within
-    one chunk are not."""
+    """``time_chunk``: the recurrent arch is timed in one call and in every chunk length
+    below the length (the row keeps the fastest and says so); the Transformer, whose KV
+    cache grows, is not."""
     compiled = []
     compile_step = bench_models._compile_train_step
 
@@ -102,18 +102,32 @@ def test_train_benchmark_times_time_chunks_only_where_the_state_is_constant(tmp_
     monkeypatch.setattr(bench_models, "_compile_train_step", spy)
     rows = bench_models.bench_train(
         ["rwkv", "transformer"], [8, 32], str(tmp_path), d_model=8, n_layers=1, repeats=1,
-        time_chunk=8,
+        time_chunk=[8, 4],
     )  # fmt: skip
     by = {(r["arch"], r["length"]): r for r in rows}
-    assert all(
-        by[(a, 8)]["time_chunk"] == 0 and by[(a, 8)]["vs_one_call"] == 1
-        for a in ("rwkv", "transformer")
-    )
-    assert by[("transformer", 32)]["time_chunk"] == 0
-    rwkv = by[("rwkv", 32)]
-    assert rwkv["time_chunk"] in (0, 8)
-    assert (rwkv["vs_one_call"] < 1) == (rwkv["time_chunk"] == 8)
-    # rwkv at 8 and 32, then at 32 in chunks of 8; the transformer at 8 and 32 only
-    assert compiled == [(8, 0), (32, 0), (32, 8), (8, 0), (32, 0)]
+    assert by[("transformer", 8)]["time_chunk"] == by[("transformer", 32)]["time_chunk"] == 0
+    for length in (8, 32):
+        rwkv = by[("rwkv", length)]
+        assert rwkv["time_chunk"] in (0, 4, 8)
+        assert (rwkv["vs_one_call"] < 1) == (rwkv["time_chunk"] > 0)
+    # rwkv at 8 (and in chunks of 4), at 32 (in chunks of 4 and 8); the transformer at
+    # 8 and 32 in one call only
+    assert compiled == [(8, 0), (8, 4), (32, 0), (32, 4), (32, 8), (8, 0), (32, 0)]
     with open(tmp_path / "train_bench.csv") as f:
         assert {"time_chunk", "vs_one_call"} <= set(next(csv.DictReader(f)))
+
+
+def test_a_chunked_step_runs_at_the_asked_batch_where_one_call_does_not_fit(tmp_path):
+    """Recomputed chunks keep less for the backward: with a budget between the two
+    steps' memory, the row runs in chunks at batch 2 (one call alone would have halved
+    the batch), and has no one-call time to compare with."""
+    model = bench_models._build("hawk", 256, 16, 2, max_len=64)
+    one_call = bench_models._compile_train_step(model, 2, 64)[2]
+    chunked = bench_models._compile_train_step(model, 2, 64, 8)[2]
+    assert chunked < one_call
+    (row,) = bench_models.bench_train(
+        ["hawk"], [64], str(tmp_path), batch=2, d_model=16, n_layers=2, repeats=1,
+        time_chunk=8, budget=(one_call + chunked) // 2,
+    )  # fmt: skip
+    assert (row["batch"], row["time_chunk"]) == (2, 8)
+    assert math.isfinite(row["seconds"]) and math.isnan(row["vs_one_call"])

@@ -352,19 +352,22 @@ def test_a_task_whose_test_split_is_its_validation_split_is_evaluated_once(tmp_p
 
 def test_time_chunked_training_matches_one_call(tmp_path, monkeypatch):
     """``train.time_chunk``: the same losses as training on whole sequences, and the
-    train and eval steps do go through the chunks (traced once each)."""
+    train and eval steps do go through the chunks (traced once each), the train step
+    with ``train.time_chunk_recompute``."""
     _registry_or_skip()
     from arch import time_chunks
 
     calls = []
     chunked = time_chunks.apply_in_time_chunks
     monkeypatch.setattr(
-        time_chunks, "apply_in_time_chunks", lambda *a, **k: calls.append(a[3]) or chunked(*a, **k)
+        time_chunks,
+        "apply_in_time_chunks",
+        lambda *a, **k: calls.append((a[3], k.get("recompute"))) or chunked(*a, **k),
     )
     monkeypatch.setattr(train_lib.models, "apply_in_time_chunks", time_chunks.apply_in_time_chunks)
     losses = {}
     for chunk in (0, 4):
-        config = tiny_mamba_mqar(**{"train.time_chunk": chunk})
+        config = tiny_mamba_mqar(**{"train.time_chunk": chunk, "train.time_chunk_recompute": "all"})
         train_lib.train(config, str(tmp_path / str(chunk)))
         losses[chunk] = [
             (m["step"], m[key])
@@ -372,7 +375,8 @@ def test_time_chunked_training_matches_one_call(tmp_path, monkeypatch):
             for key in ("loss", "eval_loss")
             if key in m
         ]
-    assert calls and set(calls) == {4}
+    # the train step recomputes as configured; evaluation has no backward to save for
+    assert set(calls) == {(4, "all"), (4, None)}
     assert len(losses[4]) >= 4
     steps, values = zip(*losses[4], strict=True)
     assert steps == tuple(s for s, _ in losses[0])
@@ -393,6 +397,7 @@ def test_time_chunked_training_matches_one_call(tmp_path, monkeypatch):
         ),
         ({"arch": "s4d", "model.bidirectional": True}, "recurrent form|causal"),
         ({"train.time_chunk": -1}, "int >= 0"),
+        ({"train.time_chunk_recompute": "some"}, r"'some' is not one of \['all', 'dots', 'none'\]"),
     ],
 )
 def test_time_chunk_refusals_name_the_fix(tmp_path, overrides, message):
