@@ -10,20 +10,20 @@ Why: on a CPU, the element-wise work between the matmuls (norms, gates, token sh
 activations' gradients) runs from the cache while a layer's tensors fit in it and from
 memory once they do not. Measured on the 2-core development CPU (docs/benchmarks.md):
 the gradient of Mamba's input projection plus a tanh costs 10 us per token at 1,024
-tokens and 25 us at 16,384, and Mamba's 16K-token training step (batch 1) took 8.7 s in
-one call and 6.6 s in chunks of 1,024. Chunks keep each layer's working set
-cache-sized.
+tokens and 25 us at 16,384. Chunks keep each layer's working set cache-sized.
 
 ``recompute`` (the rematerialisation of each chunk, ``jax.checkpoint``) decides what the
 backward pass reads back from memory. ``"none"`` saves every activation the backward
-needs, as one call does. ``"dots"`` (the default) saves only the matmul outputs and
-recomputes the element-wise work of the chunk in its backward, while the chunk's tensors
-are in the cache again; ``"all"`` saves only the state entering each chunk. Measured on
-that CPU (docs/benchmarks.md): out of the cache an element-wise pass over float32 runs
-at about 7 GB/s against 40 in it, so recomputing is cheaper than reading the result
-back. Hawk's 16K step at batch 2: 6.4 GiB and 207 us per token in one call, 1.6 GiB and
-143 us in chunks of 1,024 with ``"dots"`` (``"all"``: 0.4 GiB, 156 us). Recomputed
-FLOPs are not model FLOPs: MFU counts only the time they save.
+needs, as one call does. ``"dots"`` (the default) saves only the outputs of the matmuls
+without batch dimensions (the dense layers; batched and complex products are recomputed
+too) and recomputes the chunk's element-wise work in its backward, while the chunk's
+tensors are in the cache again; ``"all"`` saves only the state entering each chunk.
+Measured on that CPU (docs/benchmarks.md): out of the cache an element-wise pass over
+float32 runs at 6.6 GB/s against 38 in it, so recomputing costs less than reading the
+result back. Hawk's 16K training step at batch 2: 7.32 s in one call, 7.17 s in chunks
+of 512 saving everything, 4.87 s with ``"dots"`` (1.5 GiB against 6.5) and 4.91 s with
+``"all"`` (0.2 GiB). Recomputed FLOPs are not model FLOPs: MFU counts only the time
+they save.
 
 It can pay only where ``prefill`` is the same computation as the parallel call: the
 recurrent mixers whose state does not grow with the context. S4 and S4D train by an FFT

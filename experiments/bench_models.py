@@ -1,7 +1,7 @@
 """Model-level benchmarks: training-step time / memory vs length, and generation.
 
     python run.py bench train --lengths 1024,2048,4096 --out runs/bench/train
-    python run.py bench train --d_model 256 --n_layers 4 --batch 4 --time_chunk 1024
+    python run.py bench train --d_model 256 --n_layers 4 --batch 4 --time_chunk 128,512
     python run.py bench generate --lengths 100,1000,10000 --out runs/bench/generate
     python run.py bench throughput --batches 1,4,16,64 --lengths 1024
 
@@ -76,9 +76,12 @@ def _constant_state(build: Callable[[int], Any], length: int) -> bool:
     return size is not None and size == state_size(build(2 * length))
 
 
-def _compile_train_step(model, batch: int, length: int, time_chunk: int = 0):
+def _compile_train_step(
+    model, batch: int, length: int, time_chunk: int = 0, recompute: str = "dots"
+):
     """The jitted Adam step at (batch, length), compiled; its args; its temp bytes.
-    ``time_chunk``: the logits chunk by chunk along time (``arch.time_chunks``)."""
+    ``time_chunk``: the logits chunk by chunk along time (``arch.time_chunks``), each
+    chunk keeping what ``recompute`` says for the backward."""
     tokens = jnp.zeros((batch, length), jnp.int32)
     # jitted: op-by-op init compiles every op for every new length (seconds each)
     params = jax.jit(model.init)(jax.random.key(0), tokens)
@@ -87,7 +90,7 @@ def _compile_train_step(model, batch: int, length: int, time_chunk: int = 0):
     def step(params, opt_state, tokens):
         def loss(p):
             if time_chunk:
-                logits = apply_in_time_chunks(model, p, tokens, time_chunk)
+                logits = apply_in_time_chunks(model, p, tokens, time_chunk, recompute=recompute)
             else:
                 logits = model.apply(p, tokens)
             return optax.softmax_cross_entropy_with_integer_labels(logits, tokens).mean()
@@ -115,19 +118,21 @@ def bench_train(
     repeats: int = 3,
     budget: int | None = None,
     time_chunk: int | Sequence[int] = (),
+    recompute: str = "dots",
 ) -> list[dict]:
     """Seconds per training step (forward + backward + Adam), model-FLOPs utilisation
     and compiled temp memory.
 
-    ``time_chunk``: chunk lengths (an int: one). At each length above a chunk, an
-    architecture whose recurrent state does not grow with the context is also timed
-    with its logits computed chunk by chunk along time (``arch.time_chunks``, each
-    chunk's element-wise work recomputed in the backward; the same numbers), in the
-    same run and at the same batch; the row keeps the fastest (its seconds and temp
-    memory), ``time_chunk`` says which (0: one call) and ``vs_one_call`` is its time
-    over the one-call step's. A chunked step that needs more than ``budget`` is compiled
-    but not run. A one-call step that does not fit is not run either, but its chunked
-    steps are, at the batch asked for: they keep only the matmul outputs.
+    ``time_chunk``: chunk lengths (an int: one; 0: none). At each length above a chunk,
+    an architecture whose recurrent state does not grow with the context is also timed
+    with its logits computed chunk by chunk along time (``arch.time_chunks``, each chunk
+    keeping what ``recompute`` says for the backward; the same numbers), in the same run
+    and at the same batch; the row keeps the fastest (its seconds and temp memory),
+    ``time_chunk`` says which (0: one call) and ``vs_one_call`` is its time over the
+    one-call step's (NaN: one call did not fit). Every step that needs more than
+    ``budget`` is compiled but not run; the batch is halved only while none of them
+    fits, so a chunked step that fits runs at the batch asked for even where the
+    one-call step would have needed a smaller one (a batch is never traded for speed).
 
     ``mfu`` = the step's model FLOPs (``arch.flops.train_flops``: 3 x the analytic
     forward count) per second over the float32 matmul rate measured at the start of the
@@ -140,7 +145,8 @@ def bench_train(
     """
     from arch.flops import train_flops
 
-    chunks = sorted({time_chunk} - {0} if isinstance(time_chunk, int) else set(time_chunk))
+    chunks = {time_chunk} if isinstance(time_chunk, int) else set(time_chunk)
+    chunks = sorted(chunks - {0})
     for chunk in chunks:
         check_time_chunk(chunk)
     budget = memory_budget() if budget is None else budget
@@ -155,7 +161,9 @@ def bench_train(
         fits = want  # halve the batch until a step fits (the row says which batch ran)
         while True:
             steps = {0: _compile_train_step(model, fits, length)}
-            steps.update({c: _compile_train_step(model, fits, length, c) for c in usable})
+            steps.update(
+                {c: _compile_train_step(model, fits, length, c, recompute) for c in usable}
+            )
             fitting = {c: s for c, s in steps.items() if s[2] is None or s[2] <= budget}
             if fitting or not shrink or fits == 1:
                 break
@@ -204,10 +212,57 @@ def bench_train(
     columns += ("model_gflop", "mfu", "temp_mib")
     columns += ("time_chunk", "vs_one_call") if chunks else ()
     _write(rows, columns, out_dir, "train_bench", "seconds per train step", "length")
-    shape = {"batch": batch, "d_model": d_model, "n_layers": n_layers, "time_chunks": chunks}
+    shape = {"batch": batch, "d_model": d_model, "n_layers": n_layers}
+    shape |= {"time_chunks": chunks, "recompute": recompute} if chunks else {}
     _write_machine(machine, out_dir, **shape)
     _plot(rows, "length", "temp_mib", "compiled temp memory (MiB)", out_dir, "train_memory")
     _plot_mfu(rows, batch, os.path.join(out_dir, "train_mfu.png"))
+    return rows
+
+
+def bench_recompute(
+    archs: Sequence[str],
+    length: int,
+    out_dir: str,
+    *,
+    chunk: int = 1024,
+    batch: int = 1,
+    d_model: int = 256,
+    n_layers: int = 4,
+    vocab: int = 256,
+    repeats: int = 3,
+) -> list[dict]:
+    """One training step in one call, then in time chunks of ``chunk`` under each
+    ``arch.time_chunks.RECOMPUTE`` policy, side by side: seconds, tokens/s, compiled
+    temp memory and the time over the one-call step's (``vs_one_call``)."""
+    from arch.time_chunks import RECOMPUTE
+
+    rows = []
+    for name in archs:
+        model = _build(name, vocab, d_model, n_layers, max_len=length)
+        one_call = None
+        for recompute in ("one call", *RECOMPUTE):
+            if recompute == "one call":
+                compiled, args, temp = _compile_train_step(model, batch, length)
+            else:
+                compiled, args, temp = _compile_train_step(model, batch, length, chunk, recompute)
+            seconds = time_call(compiled, args, repeats)
+            one_call = one_call or seconds
+            rows.append(
+                {
+                    "arch": name,
+                    "recompute": recompute,
+                    "seconds": seconds,
+                    "tokens_per_s": batch * length / seconds,
+                    "temp_mib": None if temp is None else temp / 2**20,
+                    "vs_one_call": seconds / one_call,
+                }
+            )
+            print(f"{name} {recompute}: {seconds:.4g} s", flush=True)
+    os.makedirs(out_dir, exist_ok=True)
+    columns = ("arch", "recompute", "seconds", "tokens_per_s", "temp_mib", "vs_one_call")
+    tables.write_csv(rows, columns, os.path.join(out_dir, "recompute_bench.csv"))
+    print(tables.markdown(rows, columns))
     return rows
 
 

@@ -33,6 +33,7 @@ BOOKKEEPING = (
     "train.keep_checkpoints",
     "train.test_at_best",
     "train.resume",
+    "train.time_chunk_recompute",  # memory and speed only: the same numbers
     "mesh.",
     "distributed.",
 )

@@ -145,6 +145,24 @@ def test_every_recompute_policy_gives_the_one_call_gradients(name, recompute):
         assert _rel_err(got, want) < 1e-4
 
 
+@pytest.mark.parametrize("recompute", ["dots", "all"])
+def test_sown_losses_differentiate_through_recomputed_chunks(recompute):
+    """MoE's load-balancing and z-losses, sown inside each checkpointed chunk (a ragged
+    last one too), have the gradients they have without recomputation."""
+    model, variables, tokens = _lm("moe_mamba")
+
+    def loss(v, recompute):
+        logits, sown = apply_in_time_chunks(
+            model, v, tokens, 10, mutable=["losses", "moe_stats"], recompute=recompute
+        )
+        return jnp.sum(jnp.tanh(logits)) + sum(jnp.sum(x) for x in jax.tree.leaves(sown["losses"]))
+
+    got = jax.grad(loss)(variables, recompute)
+    want = jax.grad(loss)(variables, "none")
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert _rel_err(g, w) < 1e-5
+
+
 def test_recomputing_a_chunk_keeps_less_for_the_backward():
     """Compiled gradients' temp memory: "dots" saves the matmul outputs only, "all" only
     the state entering each chunk, so each holds less than the last (Hawk, 512 tokens)."""

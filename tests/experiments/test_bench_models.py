@@ -90,31 +90,39 @@ def test_throughput_benchmark_counts_tokens_per_step(tmp_path):
 
 def test_train_benchmark_times_time_chunks_only_where_the_state_is_constant(tmp_path, monkeypatch):
     """``time_chunk``: the recurrent arch is timed in one call and in every chunk length
-    below the length (the row keeps the fastest and says so); the Transformer, whose KV
-    cache grows, is not."""
+    below the length, with the policy asked for; the row keeps the fastest (times
+    stubbed per step) and says so. The Transformer, whose KV cache grows, is not."""
     compiled = []
     compile_step = bench_models._compile_train_step
+    seconds = {(8, 0): 2.0, (8, 4): 1.0, (32, 0): 3.0, (32, 4): 4.0, (32, 8): 1.5}
 
-    def spy(model, batch, length, time_chunk=0):
-        compiled.append((length, time_chunk))
-        return compile_step(model, batch, length, time_chunk)
+    def spy(model, batch, length, time_chunk=0, recompute="dots"):
+        compiled.append((length, time_chunk, recompute if time_chunk else None))
+        step, args, temp = compile_step(model, batch, length, time_chunk, recompute)
+        return (length, time_chunk), args, temp  # the key the stubbed timer reads
 
     monkeypatch.setattr(bench_models, "_compile_train_step", spy)
+    monkeypatch.setattr(bench_models, "time_call", lambda key, args, repeats: seconds[key])
     rows = bench_models.bench_train(
         ["rwkv", "transformer"], [8, 32], str(tmp_path), d_model=8, n_layers=1, repeats=1,
-        time_chunk=[8, 4],
+        time_chunk=[8, 4], recompute="all",
     )  # fmt: skip
     by = {(r["arch"], r["length"]): r for r in rows}
     assert by[("transformer", 8)]["time_chunk"] == by[("transformer", 32)]["time_chunk"] == 0
-    for length in (8, 32):
-        rwkv = by[("rwkv", length)]
-        assert rwkv["time_chunk"] in (0, 4, 8)
-        assert (rwkv["vs_one_call"] < 1) == (rwkv["time_chunk"] > 0)
+    assert by[("transformer", 32)]["seconds"] == 3.0
+    assert (by[("rwkv", 8)]["time_chunk"], by[("rwkv", 8)]["seconds"]) == (4, 1.0)
+    assert (by[("rwkv", 32)]["time_chunk"], by[("rwkv", 32)]["seconds"]) == (8, 1.5)
+    assert by[("rwkv", 8)]["vs_one_call"] == by[("rwkv", 32)]["vs_one_call"] == 0.5
     # rwkv at 8 (and in chunks of 4), at 32 (in chunks of 4 and 8); the transformer at
     # 8 and 32 in one call only
-    assert compiled == [(8, 0), (8, 4), (32, 0), (32, 4), (32, 8), (8, 0), (32, 0)]
+    assert compiled == [
+        (8, 0, None), (8, 4, "all"), (32, 0, None), (32, 4, "all"), (32, 8, "all"),
+        (8, 0, None), (32, 0, None),
+    ]  # fmt: skip
     with open(tmp_path / "train_bench.csv") as f:
         assert {"time_chunk", "vs_one_call"} <= set(next(csv.DictReader(f)))
+    with open(tmp_path / "machine.json") as f:
+        assert json.load(f)["recompute"] == "all"
 
 
 def test_a_chunked_step_runs_at_the_asked_batch_where_one_call_does_not_fit(tmp_path):
@@ -131,3 +139,19 @@ def test_a_chunked_step_runs_at_the_asked_batch_where_one_call_does_not_fit(tmp_
     )  # fmt: skip
     assert (row["batch"], row["time_chunk"]) == (2, 8)
     assert math.isfinite(row["seconds"]) and math.isnan(row["vs_one_call"])
+
+
+def test_recompute_benchmark_compares_every_policy_with_one_call(tmp_path):
+    """One row per policy after the one-call row; the chunked steps keep less for the
+    backward the more they recompute."""
+    from arch.time_chunks import RECOMPUTE
+
+    rows = bench_models.bench_recompute(
+        ["hawk"], 256, str(tmp_path), chunk=32, batch=2, d_model=32, n_layers=2, repeats=1
+    )
+    assert [r["recompute"] for r in rows] == ["one call", *RECOMPUTE]
+    assert rows[0]["vs_one_call"] == 1 and all(r["seconds"] > 0 for r in rows)
+    temp = {r["recompute"]: r["temp_mib"] for r in rows}
+    assert temp["all"] < temp["dots"] < temp["none"]
+    with open(tmp_path / "recompute_bench.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
