@@ -96,13 +96,32 @@ def _scan_with_vjp(u, delta, A, B, C, h0, chunk):
     return y, h_last
 
 
+def _discretise(A, u_c, d_c, b_c):
+    """One chunk's dA = exp(delta A) and dB u = delta B u, [T, B, D, N], time-major."""
+    return jnp.exp(d_c[..., None] * A), (d_c * u_c)[..., None] * b_c[:, :, None, :]
+
+
+def _linear_steps(a, b, h, *, reverse: bool = False):
+    """h_t = a_t h_{t-1} + b_t along axis 0 (from the end when ``reverse``): only a
+    multiply-add per step; -> (the last state, every state)."""
+
+    def step(h, ab):
+        h = ab[0] * h + ab[1]
+        return h, h
+
+    return jax.lax.scan(step, h, (a, b), reverse=reverse)
+
+
 def _scan_forward(u, delta, A, B, C, h0, chunk):
-    """The sequential scan, keeping only the state entering each chunk of ``chunk`` steps
-    ([L / chunk, B, D, N]) for the backward, which recomputes the rest a chunk at a time."""
+    """The sequential scan a chunk of ``chunk`` steps at a time, keeping only the state
+    entering each chunk ([L / chunk, B, D, N]) for the backward, which recomputes the
+    rest a chunk at a time. Per chunk, the discretisation and the read-out C . h are
+    whole-chunk array operations; only the multiply-add of the recurrence is a loop."""
 
     def run_chunk(h, xs_c):
-        h_end, ys = jax.lax.scan(lambda h, x_t: _s6_step(A, h, *x_t), h, xs_c)
-        return h_end, (ys, h)
+        u_c, d_c, b_c, c_c = xs_c
+        h_end, hs = _linear_steps(*_discretise(A, u_c, d_c, b_c), h)
+        return h_end, (jnp.einsum("tbdn,tbn->tbd", hs, c_c), h)
 
     xs = tuple(_time_chunks(x, chunk) for x in (u, delta, B, C))
     h_last, (ys, h_starts) = jax.lax.scan(run_chunk, h0, xs)
@@ -115,41 +134,42 @@ def _scan_fwd(u, delta, A, B, C, h0, chunk):
 
 
 def _scan_bwd(chunk, residuals, cotangents):
-    """The gradient as a reverse scan of the adjoint recurrence: with g_t = dL/dh_t,
-    g_t = dA_{t+1} g_{t+1} + dy_t C_t, and every input's gradient read off g_t, h_t,
-    h_{t-1} in the same step, instead of autodiff's transposed scan of the forward.
+    """The gradient through the adjoint recurrence: with g_t = dL/dh_t,
 
-    Chunks are visited last to first; each first recomputes its states forward from the
-    saved state at its start (one more forward scan in all), so the backward holds
-    [chunk, B, D, N] states at a time instead of all L of them (as Mamba's CUDA kernel
-    recomputes its states in the backward rather than storing them)."""
+        g_t = dA_{t+1} g_{t+1} + dy_t C_t,
+
+    a linear recurrence run backward, and every input's gradient read off g_t, h_t and
+    h_{t-1}, instead of autodiff's transposed scan of the forward.
+
+    Chunks are visited last to first; each recomputes its states forward from the saved
+    state at its start (one more forward scan in all), so the backward holds [chunk, B,
+    D, N] tensors at a time instead of all L steps' (as Mamba's CUDA kernel recomputes
+    its states in the backward rather than storing them). Within a chunk only the two
+    recurrences are loops; the gradients are whole-chunk contractions."""
     u, delta, A, B, C, h_starts = residuals
     dy, dh_last = cotangents
 
-    def adjoint_step(carry, inputs):
-        g, d_a_sum = carry
-        u_t, d_t, b_t, c_t, dy_t, h_before = inputs
-        a_t = jnp.exp(d_t[..., None] * A)
-        h_t = a_t * h_before + (d_t * u_t)[..., None] * b_t[:, None, :]
-        g = g + dy_t[..., None] * c_t[:, None, :]  # y_t = C_t . h_t
-        g_da = g * h_before * a_t  # through dA_t = exp(delta_t A)
-        g_b = jnp.einsum("bdn,bn->bd", g, b_t)  # through delta_t B_t u_t
-        grads = (
-            g_b * d_t,  # u_t
-            jnp.einsum("bdn,dn->bd", g_da, A) + g_b * u_t,  # delta_t
-            jnp.einsum("bdn,bd->bn", g, d_t * u_t),  # B_t
-            jnp.einsum("bdn,bd->bn", h_t, dy_t),  # C_t
-        )
-        return (g * a_t, d_a_sum + jnp.einsum("bdn,bd->dn", g_da, d_t)), grads
-
     def chunk_step(carry, inputs):
-        *xs_c, dy_c, h_start = inputs
-
-        def forward(h, x_t):  # the states entering each step of the chunk
-            return _s6_step(A, h, *x_t)[0], h
-
-        _, h_before = jax.lax.scan(forward, h_start, tuple(xs_c))
-        return jax.lax.scan(adjoint_step, carry, (*xs_c, dy_c, h_before), reverse=True)
+        g_after, d_a_sum = carry  # g_after = dL/dh at the chunk's last step, from later
+        u_c, d_c, b_c, c_c, dy_c, h_start = inputs
+        d_a, d_bu = _discretise(A, u_c, d_c, b_c)
+        _, hs = _linear_steps(d_a, d_bu, h_start)
+        h_before = jnp.concatenate([h_start[None], hs[:-1]])
+        # g_t = dA_{t+1} g_{t+1} + dy_t C_t: the chunk's last step takes the carry in.
+        a_next = jnp.concatenate([d_a[1:], jnp.ones_like(d_a[:1])])
+        dy_c_term = dy_c[..., None] * c_c[:, :, None, :]
+        dy_c_term = dy_c_term.at[-1].add(g_after)
+        _, gs = _linear_steps(a_next, dy_c_term, jnp.zeros_like(h_start), reverse=True)
+        g_da = gs * h_before * d_a  # through dA_t = exp(delta_t A)
+        g_b = jnp.einsum("tbdn,tbn->tbd", gs, b_c)  # through delta_t B_t u_t
+        grads = (
+            g_b * d_c,  # u
+            jnp.einsum("tbdn,dn->tbd", g_da, A) + g_b * u_c,  # delta
+            jnp.einsum("tbdn,tbd->tbn", gs, d_c * u_c),  # B
+            jnp.einsum("tbdn,tbd->tbn", hs, dy_c),  # C: y_t = C_t . h_t
+        )
+        d_a_sum = d_a_sum + jnp.einsum("tbdn,tbd->dn", g_da, d_c)
+        return (gs[0] * d_a[0], d_a_sum), grads
 
     xs = tuple(_time_chunks(x, chunk) for x in (u, delta, B, C, dy))
     init = (dh_last, jnp.zeros_like(A))
@@ -161,10 +181,14 @@ def _scan_bwd(chunk, residuals, cotangents):
 _scan_with_vjp.defvjp(_scan_fwd, _scan_bwd)
 
 
-def _sequential_vjp(u, delta, A, B, C, h0, *, chunk_size: int = 64):
+def _sequential_vjp(u, delta, A, B, C, h0, *, chunk_size: int = 16):
     """The sequential scan with a hand-written backward pass (``_scan_bwd``) that keeps
     one state per ``chunk_size`` steps. The time axis is padded to a multiple of it with
-    delta = 0 steps (dA = 1, dB u = 0: the state passes through unchanged)."""
+    delta = 0 steps (dA = 1, dB u = 0: the state passes through unchanged).
+
+    16: the fastest of 4, 8, 16, 32 and 64 at Mamba's training shape on the 2-core CPU
+    (batch 4, 512 x 16 channels, 1K steps; docs/benchmarks.md): a chunk's [16, B, D, N]
+    tensors (2 MiB each there) stay in the cache."""
     chunking.check_chunk("chunk_size", chunk_size)
     u, delta, A, B, C, h0 = (x.astype(F32) for x in (u, delta, A, B, C, h0))
     length = u.shape[1]
