@@ -21,7 +21,7 @@ tensors are in the cache again; ``"all"`` saves only the state entering each chu
 Measured on that CPU (docs/benchmarks.md): out of the cache an element-wise pass over
 float32 runs at 6.6 GB/s against 38 in it, so recomputing costs less than reading the
 result back. Hawk's 16K training step at batch 2: 7.32 s in one call, 7.17 s in chunks
-of 512 saving everything, 4.87 s with ``"dots"`` (1.5 GiB against 6.5) and 4.91 s with
+of 512 saving everything, 4.87 s with ``"dots"`` (1.4 GiB against 6.4) and 4.91 s with
 ``"all"`` (0.2 GiB). Recomputed FLOPs are not model FLOPs: MFU counts only the time
 they save.
 
@@ -67,7 +67,7 @@ RECOMPUTE = {
 def check_time_chunk(chunk: int) -> None:
     """A clear error for a chunk that is not a positive int."""
     if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
-        raise ValueError(f"time_chunk={chunk!r} must be a positive int (e.g. 1024), or 0 for off")
+        raise ValueError(f"time_chunk={chunk!r} must be a positive int (e.g. 128), or 0 for off")
 
 
 def check_recompute(recompute: str) -> None:

@@ -14,9 +14,10 @@ and gate after are done once, in ``selective_scan``):
 
 - "sequential": ``lax.scan``, discretising inside the body (no ``[B, L, D, N]``
   tensor); the readable reference every other one is tested against;
-- "sequential_vjp": the same ``lax.scan`` forward with the gradient written as a
-  reverse scan of the adjoint recurrence (``_scan_bwd``), keeping one state per
-  ``chunk_size`` steps and recomputing the others a chunk at a time;
+- "sequential_vjp": the recurrence as a ``lax.scan`` a chunk of ``chunk_size`` steps
+  at a time (the discretisation and read-out whole-chunk operations) with the gradient
+  written as a reverse scan of the adjoint recurrence (``_scan_bwd``), keeping one
+  state per chunk and recomputing the others a chunk at a time;
 - "associative": ``lax.associative_scan`` over the whole sequence (materialises dA and
   dB u as ``[B, L, D, N]``; a reference speed-up only);
 - "chunked": sequential across chunks of ``chunk_size`` steps, associative within
@@ -186,9 +187,10 @@ def _sequential_vjp(u, delta, A, B, C, h0, *, chunk_size: int = 16):
     one state per ``chunk_size`` steps. The time axis is padded to a multiple of it with
     delta = 0 steps (dA = 1, dB u = 0: the state passes through unchanged).
 
-    16: the fastest of 4, 8, 16, 32 and 64 at Mamba's training shape on the 2-core CPU
-    (batch 4, 512 x 16 channels, 1K steps; docs/benchmarks.md): a chunk's [16, B, D, N]
-    tensors (2 MiB each there) stay in the cache."""
+    16: 8 and 16 tie (within the noise) as the fastest of 8, 16, 32 and 64 at Mamba's
+    training shape on the 2-core CPU (batch 4, 512 x 16 channels, 1K and 4K steps;
+    docs/benchmarks.md), and 16 saves half the states: a chunk's [16, B, D, N] tensors
+    (2 MiB each there) stay in the cache."""
     chunking.check_chunk("chunk_size", chunk_size)
     u, delta, A, B, C, h0 = (x.astype(F32) for x in (u, delta, A, B, C, h0))
     length = u.shape[1]
@@ -251,7 +253,7 @@ IMPLS = {
 }
 # CPU: measured (docs/benchmarks.md): lax.scan beats the parallel forms there, and the
 # hand-written backward beats autodiff's (0.66-0.78x of its forward + backward time at
-# batch 4, L 1K-4K, 64 and 512 channels; the forward is the same scan).
+# batch 4, L 1K-4K, 64 and 512 channels; whole-chunk contractions since: 0.74x again).
 # Elsewhere: chunked keeps memory at chunk boundaries (no [B, L, D, N] for the backward
 # pass) in plain JAX; pallas becomes the default once it is measured on a GPU.
 AUTO = {"cpu": "sequential_vjp", "default": "chunked"}
