@@ -45,6 +45,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from kernels.chunking import from_chunks, to_chunks
+
 
 def _real_dots_saveable(prim, *avals, **params) -> bool:
     """JAX's ``dots_with_no_batch_dims_saveable`` for real products only. A complex one
@@ -118,9 +120,10 @@ def apply_in_time_chunks(
         last = jax.checkpoint(prefill, policy=policy)
 
     state = model.apply(variables, batch, method="init_state")
-    chunks = jnp.swapaxes(tokens[:, : whole * chunk].reshape(batch, whole, chunk), 0, 1)
-    state, (logits, sown) = jax.lax.scan(scanned, state, chunks)
-    logits = jnp.swapaxes(logits, 0, 1).reshape(batch, whole * chunk, -1)
+    state, (logits, sown) = jax.lax.scan(
+        scanned, state, to_chunks(tokens[:, : whole * chunk], chunk)
+    )
+    logits = from_chunks(logits)  # [whole, B, chunk, V] -> [B, whole * chunk, V]
     sown = jax.tree.map(lambda v: v.mean(0) * (whole * chunk / length), sown)
     if rest:
         _, (end, end_sown) = last(state, tokens[:, whole * chunk :])
